@@ -1,0 +1,67 @@
+"""ONNX Runtime CPU: Q/DQ INT8 (W8A8) and MatMulNBits INT4 graphs, run with ORT's CPU kernels.
+
+The artifact is a portable ONNX graph (the same file serves x86-64 and ARM64): hardware-specific
+graph rewrites (QDQ fusion into integer kernels, layout changes) happen when the session loads it
+with ORT_ENABLE_ALL on the device, not offline.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
+from edgecompile.backends.ort_quant import QdqSettings, insert_matmul_nbits, insert_qdq
+from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
+
+
+def cpu_session(path: Path | str, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OrtCpuBackend(Backend):
+    name = "ort-cpu"
+    description = "ONNX Runtime CPU execution provider (x86-64 and ARM64): Q/DQ INT8 + MatMulNBits INT4"
+
+    def availability(self) -> Availability:
+        providers = ort.get_available_providers()
+        ok = "CPUExecutionProvider" in providers
+        return Availability(ok, ok, f"onnxruntime {ort.__version__} on {platform.machine()}" if ok else "onnxruntime has no CPU provider")
+
+    def settings(self, inputs: BuildInputs) -> QdqSettings:
+        q = inputs.recipe.quantization
+        return QdqSettings(activation_type=q.activation_type, weight_type=q.weight_type, activation_symmetric=q.activation_symmetric)
+
+    def build(self, inputs: BuildInputs) -> Artifact:
+        files: dict[str, str] = {}
+        for component, source in inputs.exported.items():
+            model = onnx.load(str(source))
+            entries = inputs.plan.for_component(component)
+            model = insert_qdq(model, component, entries, inputs.ranges[component], self.settings(inputs)) if component in inputs.ranges else model
+            model = insert_matmul_nbits(model, entries, inputs.recipe.quantization.int4_algorithm)
+            name = f"{component}.onnx"
+            onnx.save(model, str(inputs.out_dir / name))
+            files[component] = name
+        return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})")
+
+    def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
+        sessions: dict[str, ort.InferenceSession] = {}
+
+        def run(component: str, feeds: Feeds) -> Outputs:
+            if component not in sessions:
+                sessions[component] = cpu_session(artifact_dir / artifact.components[component])
+            session = sessions[component]
+            names = [o.name for o in session.get_outputs()]
+            wanted = {i.name for i in session.get_inputs()}
+            return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
+
+        return run

@@ -1,0 +1,104 @@
+"""Q/DQ and MatMulNBits insertion with onnxruntime.quantization, driven by the precision plan.
+
+Shared by every backend that ships an ONNX graph (ORT CPU, QNN, TensorRT): they differ in the
+types and symmetry they ask for, not in how Q/DQ nodes are placed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx
+
+from edgecompile.calibration.ranges import TensorRanges
+from edgecompile.errors import InputError
+from edgecompile.plan.plan import PlanEntry
+
+_QTYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+
+
+@dataclass(frozen=True)
+class QdqSettings:
+    """How the INT8 nodes of one component are quantized."""
+
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _granularity(entries: list[PlanEntry], component: str) -> bool:
+    kinds = {e.granularity for e in entries}
+    if len(kinds) > 1:
+        raise InputError(f"{component}: INT8 weights mix per-tensor and per-channel granularity; onnxruntime's QDQ quantizer takes one per graph")
+    return kinds == {"per_channel"}
+
+
+def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry], ranges: TensorRanges, settings: QdqSettings) -> onnx.ModelProto:
+    """Quantize exactly the plan's INT8 nodes (W8A8) using ``ranges``; other nodes stay float."""
+    int8 = [e for e in entries if e.precision == "int8"]
+    if not int8:
+        return model
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    extra = {
+        "ActivationSymmetric": settings.activation_symmetric,
+        "WeightSymmetric": settings.weight_symmetric,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        **settings.extra,
+    }
+    quantizer = QDQQuantizer(
+        model,
+        _granularity(int8, component),
+        False,  # reduce_range
+        getattr(QuantType, _QTYPES[settings.weight_type]),
+        getattr(QuantType, _QTYPES[settings.activation_type]),
+        ranges.to_ort(),
+        [e.node for e in int8],
+        [],
+        sorted({e.op_type for e in int8}),
+        extra,
+    )
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    quantizer.quantize_model()
+    return quantizer.model.model
+
+
+def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], algorithm: str, calibration_feeds: Iterable[dict] | None = None) -> onnx.ModelProto:
+    """Replace the plan's INT4 MatMuls by MatMulNBits (block-wise, weight-only) with RTN or GPTQ."""
+    int4 = [e for e in entries if e.precision == "int4"]
+    if not int4:
+        return model
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    blocks = {e.block_size for e in int4}
+    symmetric = {e.symmetric for e in int4}
+    if len(blocks) != 1 or len(symmetric) != 1:
+        raise InputError("INT4 nodes of one component must share block_size and symmetry (MatMulNBits takes one setting per pass)")
+    block = blocks.pop() or 32
+    if algorithm == "gptq":
+        if calibration_feeds is None:
+            raise InputError("quantization.int4_algorithm: gptq needs calibration samples")
+        config = mnb.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calibration_feeds), block_size=block, perchannel=False)
+    else:
+        config = mnb.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric.pop(), accuracy_level=4)
+    quantizer = mnb.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=config.is_symmetric if hasattr(config, "is_symmetric") else True, accuracy_level=4, nodes_to_include=[e.node for e in int4], algo_config=config)
+    quantizer.process()
+    return quantizer.model.model
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over an iterable of feeds."""
+
+    def __init__(self, feeds: Iterable[dict]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # GPTQ reads once
+        return None

@@ -1,0 +1,1 @@
+"""The click CLI: a thin shell over stages, backends and reports."""

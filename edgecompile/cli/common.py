@@ -1,0 +1,95 @@
+"""Shared CLI plumbing: recipe lookup, build-context options, error rendering, the verdict line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgecompile.errors import EdgecompileError, ExitCode
+from edgecompile.stages.base import StageResult
+from edgecompile.stages.context import BuildContext
+from edgecompile.stages.data_sources import REPO_ROOT
+
+RECIPES_DIR = REPO_ROOT / "recipes"
+TARGETS_DIR = REPO_ROOT / "targets"
+
+
+def recipe_path(value: str) -> Path:
+    """A recipe file path, or a recipe name in the repository's recipes/ folder."""
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return RECIPES_DIR / f"{value}.yaml"
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors: one line, their own exit code. Internal bugs: the traceback, exit 70."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgecompileError as exc:
+            click.echo(f"error: {exc}", err=True)
+            click.echo(f"FAILED | {type(exc).__name__} | exit {exc.exit_code}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("FAILED | interrupted (no partial output was kept)", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception:  # noqa: BLE001 - an internal bug: keep its traceback
+            traceback.print_exc()
+            click.echo(f"FAILED | internal error | exit {ExitCode.INTERNAL}", err=True)
+            sys.exit(ExitCode.INTERNAL)
+
+    return wrapper
+
+
+def context_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--recipe/--model/--out to start a build directory, or --build to reuse one."""
+    fn = click.option("--build", "build_dir", type=click.Path(path_type=Path, file_okay=False), help="Existing build directory to work on.")(fn)
+    fn = click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Build directory (default: build/<recipe name>).")(fn)
+    fn = click.option("--model", help="HF model directory, bundled model name, or a name in the local HF cache.")(fn)
+    fn = click.option("--recipe", help="Recipe YAML file, or a recipe name in recipes/.")(fn)
+    return fn
+
+
+def make_context(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None) -> BuildContext:
+    if build_dir is not None:
+        if recipe or model or out:
+            raise click.UsageError("--build cannot be combined with --recipe, --model or --out")
+        return BuildContext.open(build_dir)
+    if recipe is None:
+        raise click.UsageError("give --recipe (to start a build) or --build (to reuse one)")
+    return BuildContext.create(recipe_path(recipe), model, out)
+
+
+def echo_stage(result: StageResult) -> None:
+    if result.skipped:
+        click.echo(f"  {result.stage:<9} skipped (inputs unchanged)")
+    else:
+        click.echo(f"  {result.stage:<9} done in {result.wall_s:.1f}s")
+
+
+def verdict_line(report: dict[str, Any], report_path: Path) -> int:
+    """Print the single verdict line; return the exit code it means."""
+    gates = report["gates"]
+    failed = [g for g in gates if not g["passed"]]
+    for g in gates:
+        value = "n/a" if g["value"] is None else f"{g['value']:.4g}"
+        mark = "ok  " if g["passed"] else "FAIL"
+        click.echo(f"  [{mark}] {g['name']}: {g['metric']} = {value} {g['op']} {g['threshold']:.4g}{'  (' + g['reason'] + ')' if g.get('reason') else ''}")
+    where = report["where"]["description"]
+    if failed:
+        names = ", ".join(g["name"] for g in failed)
+        click.echo(f"FAILED | {report['recipe']} | {len(failed)} of {len(gates)} gates failed: {names} | {where} | {report_path}")
+        return ExitCode.GATE_FAILED
+    click.echo(f"PASSED | {report['recipe']} | {len(gates)} of {len(gates)} gates passed | {where} | {report_path}")
+    return ExitCode.PASSED

@@ -1,0 +1,30 @@
+"""``edgecompile``: the command group."""
+
+from __future__ import annotations
+
+import click
+
+from edgecompile import __version__
+from edgecompile.cli.listing_cmds import backends_cmd, recipes_cmd, targets_cmd
+from edgecompile.cli.pipeline_cmds import annotate_cmd, build_cmd, calibrate_cmd, export_cmd, validate_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgecompile")
+def main() -> None:
+    """Compile vision-language models for edge devices, and prove the result still works.
+
+    Exit codes: 0 passed, 1 a gate failed, 2 usage error, 3 bad input (recipe, target, model,
+    data), 4 backend unavailable, 5 a stage failed, 70 internal error.
+    """
+
+
+for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, targets_cmd, recipes_cmd, backends_cmd):
+    main.add_command(command)
+
+try:
+    from edgecompile.cli_zoo import zoo  # the bundled models (edgecompile.zoo)
+except ImportError:  # pragma: no cover - zoo not installed
+    pass
+else:
+    main.add_command(zoo)

@@ -1,0 +1,99 @@
+"""Strict YAML loading that maps every validation error back to file, line and field.
+
+yaml.safe_load gives plain data without positions; yaml.compose gives the node tree with marks.
+We parse once for both, validate the data with pydantic, and translate each error location
+(a tuple of keys and indices) into the line of the node it points at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgecompile.errors import InputError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Walk the composed node tree along ``loc``; return the 1-based line of the deepest match."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((pair for pair in node.value if pair[0].value == key), None)
+            if match is None:
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for key in loc:
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        else:
+            parts.append(("." if parts else "") + str(key))
+    return "".join(parts) or "<document>"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the schema)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"expected one of {expected.replace(' or ', ', ')}; got {error.get('input')!r}"
+    return f"{error.get('msg', 'invalid value')}; got {error.get('input')!r}"
+
+
+def _useful_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union/tag discriminator entries that are not keys in the document."""
+    return tuple(k for k in loc if isinstance(k, int) or not str(k).startswith(("function-", "tagged-union")))
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Read a YAML file safely; return (data, composed node tree)."""
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise InputError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return data, node
+
+
+def load_document(path: Path, model: type[ModelT]) -> ModelT:
+    """Load ``path`` and validate it as ``model``; errors read ``file:line: field: what was expected``."""
+    data, node = read_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}:1: <document>: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = _useful_loc(tuple(error["loc"]))
+            lines.append(f"{path}:{_line_of(node, loc)}: {_field_name(loc)}: {_message(error)}")
+        raise InputError("\n".join(lines)) from None
+
+
+def error_at(path: Path, loc: tuple[Any, ...], message: str) -> InputError:
+    """An InputError for a semantic problem found after schema validation (e.g. unknown target)."""
+    _, node = read_yaml(path)
+    return InputError(f"{path}:{_line_of(node, loc)}: {_field_name(loc)}: {message}")

@@ -1,0 +1,121 @@
+"""Recipes: how to compile one model for one target, and what 'good enough' means.
+
+A recipe names its target, precision rules, calibration, eval set and gates. It is parsed with
+yaml.safe_load and validated strictly; cross-file checks (the target exists, the backend is known)
+happen in :func:`load_recipe` and still point at the recipe's line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from edgecompile.config.loader import error_at, load_document
+from edgecompile.config.target import Strict, Target, load_target
+from edgecompile.plan.rules import PrecisionRule
+
+
+class Calibration(Strict):
+    """How activation ranges are measured."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(default=99.999, gt=50.0, le=100.0)
+    set: str = "balanced"
+    samples: int = Field(default=64, ge=1, le=100_000)
+    histogram_bins: int = Field(default=2048, ge=128, le=65_536)
+
+    @model_validator(mode="after")
+    def _percentile_only_for_percentile(self) -> Calibration:
+        if "percentile" in self.model_fields_set and self.method != "percentile":
+            raise ValueError("'percentile' is only used with method: percentile")
+        return self
+
+
+class Quantization(Strict):
+    """Global quantization choices that the precision rules do not set per node."""
+
+    activation_type: Literal["uint8", "int8", "uint16"] = "uint8"
+    activation_symmetric: bool = False
+    weight_type: Literal["int8", "uint8"] = "int8"
+    int4_block_size: Literal[16, 32, 64, 128] = 32
+    int4_algorithm: Literal["rtn", "gptq"] = "rtn"
+
+
+class EvalSet(Strict):
+    """Which eval data validation uses."""
+
+    set: Literal["zero-shot", "vqa", "synthetic"] = "zero-shot"
+    samples: int = Field(default=200, ge=1, le=100_000)
+    latency_runs: int = Field(default=30, ge=3, le=10_000)
+    warmup_runs: int = Field(default=3, ge=0, le=1_000)
+
+
+class Gate(Strict):
+    """A threshold on one metric of report.json's ``metrics`` (a dotted key)."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Gate:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("a gate needs exactly one of 'min' or 'max'")
+        return self
+
+
+class Recipe(Strict):
+    """One device recipe."""
+
+    schema_version: Literal[1]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    target: str
+    model: str | None = None
+    precision_preset: Literal["fp32", "fp16", "w8a8", "w4a16", "vlm-default"] = "vlm-default"
+    rules: tuple[PrecisionRule, ...] = ()
+    quantization: Quantization = Quantization()
+    calibration: Calibration = Calibration()
+    eval: EvalSet = EvalSet()
+    gates: tuple[Gate, ...] = ()
+    budget_gates: bool = True
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    opset: int = Field(default=18, ge=17, le=23)
+
+
+class ResolvedRecipe(Strict):
+    """A recipe with its target loaded: what the build directory records and stages read."""
+
+    recipe: Recipe
+    target: Target
+    recipe_path: str
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+
+def targets_dir_for(recipe_path: Path) -> Path:
+    """Targets live in ``targets/`` beside the recipe's ``recipes/`` folder (the repo layout)."""
+    return recipe_path.resolve().parent.parent / "targets"
+
+
+def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
+    """Load a recipe and the target it names; every error points at the recipe's file and line."""
+    recipe = load_document(path, Recipe)
+    if recipe.name != path.stem:
+        raise error_at(path, ("name",), f"expected '{path.stem}' (the file name), got '{recipe.name}'")
+    folder = targets_dir or targets_dir_for(path)
+    target_file = folder / f"{recipe.target}.yaml"
+    if not target_file.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise error_at(path, ("target",), f"unknown target '{recipe.target}'; expected one of {', '.join(known) or '(none found in ' + str(folder) + ')'}")
+    target = load_target(target_file)
+    from edgecompile.backends.registry import backend_names
+
+    if target.backend not in backend_names():
+        raise error_at(target_file, ("backend",), f"unknown backend '{target.backend}'; expected one of {', '.join(backend_names())}")
+    return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()))

@@ -1,0 +1,62 @@
+"""The contract between a model family and the pipeline.
+
+A VLM is a named bundle of components. An adapter says how to load a family's checkpoint, which
+components it has (each a torch module with example inputs and dynamic axes), how to turn samples
+into each component's inputs, and how to score task accuracy from any runner of those components.
+Adding a family (SigLIP, Llava, Idefics3, Qwen2-VL) is one new adapter module plus one registry line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is heavy; the latency probe imports this module without it
+    import torch
+
+Feeds = dict[str, np.ndarray]
+Outputs = dict[str, np.ndarray]
+ComponentRunner = Callable[[str, Feeds], Outputs]
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One exportable graph of a model."""
+
+    name: str
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint loaded through the ordinary ``from_pretrained`` path."""
+
+    path: Path
+    model: torch.nn.Module
+    processor: Any
+    config: Any
+
+
+class ModelAdapter(Protocol):
+    """What every family provides."""
+
+    family: str  # "dual_encoder" | "generative"
+    model_types: tuple[str, ...]
+
+    def load(self, path: Path, trust_remote_code: bool = False) -> LoadedModel: ...
+
+    def components(self, loaded: LoadedModel) -> list[ComponentSpec]: ...
+
+    def calibration_feeds(self, loaded: LoadedModel, samples: Iterable[Any], component: str) -> Iterator[Feeds]: ...
+
+    def evaluate(self, loaded: LoadedModel, run: ComponentRunner, eval_data: Any) -> dict[str, float]: ...
+
+    def latency_feeds(self, loaded: LoadedModel, component: str) -> Feeds: ...

@@ -1,0 +1,1 @@
+"""The precision plan: which precision every node runs in, and which rule chose it."""

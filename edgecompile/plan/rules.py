@@ -1,0 +1,152 @@
+"""Precision rules: an ordered list, first match wins, each saying why it exists.
+
+A rule matches on component, role, op type and name (node name or module path), each either an
+exact string or ``re:<pattern>``. ``precision: null`` means "leave in float". Recipes prepend their
+rules to a preset's, so a recipe overrides a preset by saying less, not by copying it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgecompile.plan.roles import ROLES, NodeInfo
+
+Precision = Literal["fp32", "fp16", "int8", "int4"]
+Granularity = Literal["per_tensor", "per_channel", "per_block"]
+
+
+def _matches(pattern: str | None, value: str) -> bool:
+    if pattern is None:
+        return True
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], value) is not None
+    return pattern == value
+
+
+class RuleMatch(BaseModel):
+    """Which nodes a rule applies to; every given field must match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    component: str | None = None
+    role: str | None = None
+    op_type: str | None = None
+    name: str | None = None
+
+    @field_validator("component", "role", "op_type", "name")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("re:"):
+            try:
+                re.compile(value[3:])
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("re:") and value not in ROLES:
+            raise ValueError(f"expected one of {', '.join(ROLES)} or 're:<pattern>'")
+        return value
+
+    def matches(self, component: str, node: NodeInfo) -> bool:
+        return (
+            _matches(self.component, component)
+            and _matches(self.role, node.role)
+            and _matches(self.op_type, node.op_type)
+            and (_matches(self.name, node.name) or (self.name is not None and _matches(self.name, node.module)))
+        )
+
+
+class PrecisionRule(BaseModel):
+    """Map matching nodes to a precision (``None``: leave in float)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: RuleMatch = RuleMatch()
+    precision: Precision | None = Field(...)
+    granularity: Granularity = "per_channel"
+    block_size: int | None = Field(default=None, ge=16, le=256)
+    symmetric: bool = True
+    why: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrecisionRule:
+        if self.precision == "int4" and self.granularity != "per_block":
+            object.__setattr__(self, "granularity", "per_block")
+        if self.granularity == "per_block" and self.block_size is None:
+            object.__setattr__(self, "block_size", 32)
+        if self.block_size is not None and self.block_size & (self.block_size - 1):
+            raise ValueError("block_size must be a power of two (16, 32, 64, 128, 256)")
+        return self
+
+    def describe(self) -> str:
+        m = self.match
+        parts = [f"{k}={v}" for k, v in (("component", m.component), ("role", m.role), ("op", m.op_type), ("name", m.name)) if v]
+        return " & ".join(parts) or "*"
+
+
+_ENCODER_LINEARS = "re:^(attn_qkv|attn_out|mlp|other)$"
+_DECODER = "re:^decoder"
+
+
+def _rule(precision: str | None, why: str, **match: str) -> PrecisionRule:
+    extra = {"granularity": "per_block", "block_size": 32} if precision == "int4" else {}
+    return PrecisionRule(match=RuleMatch(**match), precision=precision, why=why, **extra)
+
+
+_FLOAT_SENSITIVE = (
+    _rule(None, "softmax stays float: its outputs span decades that INT8 cannot hold", role="softmax"),
+    _rule(None, "layer norms stay float: statistics over the hidden size are outlier-dominated", role="layernorm"),
+    _rule(None, "residual adds stay float: quantized residual adds are a known cause of ViT INT8 collapse", role="residual_add"),
+    _rule(None, "attention score matmuls stay float: both operands are activations", role="attn_matmul"),
+    _rule(None, "embedding lookups stay float: gathers gain nothing from INT8", role="embeddings"),
+)
+
+PRESETS: dict[str, tuple[PrecisionRule, ...]] = {
+    "fp32": (_rule("fp32", "preset fp32: the float reference"),),
+    "fp16": (*_FLOAT_SENSITIVE[:2], _rule("fp16", "preset fp16: everything in half precision"),),
+    "w8a8": (
+        _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
+        _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
+        *_FLOAT_SENSITIVE,
+        _rule("int8", "preset w8a8: W8A8 for every linear layer", role=_ENCODER_LINEARS),
+        _rule("int8", "preset w8a8: W8A8 for lm_head", role="lm_head"),
+        _rule(None, "default: leave in float"),
+    ),
+    "w4a16": (
+        _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
+        _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
+        *_FLOAT_SENSITIVE,
+        _rule("int4", "preset w4a16: INT4 block-wise weight-only for decoder linears", component=_DECODER, role=_ENCODER_LINEARS),
+        _rule("int8", "preset w4a16: encoders keep W8A8", role=_ENCODER_LINEARS),
+        _rule("fp16", "preset w4a16: lm_head FP16", role="lm_head"),
+        _rule(None, "default: leave in float"),
+    ),
+    "vlm-default": (
+        _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
+        _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
+        *_FLOAT_SENSITIVE,
+        _rule("int4", "VLM plan: INT4 block-wise weight-only decoder linears (memory-bound decode)", component=_DECODER, role=_ENCODER_LINEARS),
+        _rule("int8", "VLM plan: W8A8 for the lm_head (recipe may choose fp16)", component=_DECODER, role="lm_head"),
+        _rule("int8", "VLM plan: W8A8 (per-channel symmetric weights) for ViT and text-encoder linears", role=_ENCODER_LINEARS),
+        _rule(None, "default: leave in float"),
+    ),
+}
+
+
+def rules_for(preset: str, recipe_rules: tuple[PrecisionRule, ...], int4_block_size: int = 32) -> tuple[tuple[str, PrecisionRule], ...]:
+    """The ordered rule list: the recipe's rules first, then the preset's; each with its origin.
+
+    The preset's INT4 rules take the recipe's ``quantization.int4_block_size``.
+    """
+    ordered = [(f"recipe.rules[{i}]", rule) for i, rule in enumerate(recipe_rules)]
+    for i, rule in enumerate(PRESETS[preset]):
+        if rule.precision == "int4":
+            rule = rule.model_copy(update={"block_size": int4_block_size})
+        ordered.append((f"preset:{preset}[{i}]", rule))
+    return tuple(ordered)

@@ -1,0 +1,37 @@
+"""annotate: the precision plan, from the recipe's rules and preset over the exported graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgecompile.builddir.hashing import hash_value
+from edgecompile.plan.plan import PrecisionPlan, annotate
+from edgecompile.plan.rules import rules_for
+from edgecompile.stages.base import Stage, upstream
+from edgecompile.stages.context import BuildContext
+from edgecompile.stages.export import exported_files
+
+PLAN_FILE = "plan.json"
+
+
+class AnnotateStage(Stage):
+    name = "annotate"
+    requires = ("export",)
+
+    def inputs(self, ctx: BuildContext) -> dict[str, Any]:
+        rules = [r.model_dump(mode="json") for r in ctx.recipe.rules]
+        return {**upstream(ctx, self.requires), "preset": ctx.recipe.precision_preset, "rules": hash_value(rules), "int4_block": ctx.recipe.quantization.int4_block_size}
+
+    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        graphs = {c: onnx.load(str(p), load_external_data=False) for c, p in exported_files(ctx).items()}
+        rules = rules_for(ctx.recipe.precision_preset, ctx.recipe.rules, ctx.recipe.quantization.int4_block_size)
+        plan = annotate(graphs, rules, ctx.recipe.precision_preset)
+        plan.save(out / PLAN_FILE)
+        return {"summary": plan.summary()}
+
+
+def load_plan(ctx: BuildContext) -> PrecisionPlan:
+    return PrecisionPlan.load(ctx.path("annotate", PLAN_FILE))

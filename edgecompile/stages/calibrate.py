@@ -1,0 +1,58 @@
+"""calibrate: activation ranges for every tensor the plan quantizes, streamed, saved for reuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgecompile.calibration.ranges import TensorRanges, save_ranges
+from edgecompile.calibration.streaming import calibrate_component
+from edgecompile.plan.plan import PrecisionPlan
+from edgecompile.stages.annotate import load_plan
+from edgecompile.stages.base import Stage, upstream
+from edgecompile.stages.context import BuildContext
+from edgecompile.stages.data_sources import calibration_fingerprint, calibration_samples
+from edgecompile.stages.export import exported_files
+
+RANGES_FILE = "ranges.json"
+
+
+def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component: str) -> list[str]:
+    """Activations feeding or leaving INT8 nodes, and outputs of FP16 nodes (for FP16 safety)."""
+    constants = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    wanted = {e.node: e.precision for e in plan.for_component(component) if e.precision in ("int8", "fp16")}
+    tensors: list[str] = []
+    for node in model.graph.node:
+        precision = wanted.get(node.name)
+        if precision is None:
+            continue
+        names = list(node.output) + (list(node.input[:1]) if precision == "int8" else [])
+        tensors += [t for t in names if t and t not in constants and t not in tensors]
+    return tensors
+
+
+class CalibrateStage(Stage):
+    name = "calibrate"
+    requires = ("export", "annotate")
+
+    def inputs(self, ctx: BuildContext) -> dict[str, Any]:
+        c = ctx.recipe.calibration
+        return {**upstream(ctx, self.requires), "calibration": c.model_dump_json(), "set": calibration_fingerprint(c.set), "act_sym": ctx.recipe.quantization.activation_symmetric}
+
+    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        c = ctx.recipe.calibration
+        plan = load_plan(ctx)
+        per_component: dict[str, TensorRanges] = {}
+        for component, path in exported_files(ctx).items():
+            model = onnx.load(str(path))
+            tensors = tensors_to_calibrate(model, plan, component)
+            if not tensors:
+                continue
+            feeds = ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
+            per_component[component] = calibrate_component(
+                model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.histogram_bins, percentile=c.percentile
+            )
+        save_ranges(out / RANGES_FILE, per_component)
+        return {"method": c.method, "set": c.set, "tensors": {k: len(v.ranges) for k, v in per_component.items()}, "samples": {k: v.samples for k, v in per_component.items()}}

@@ -1,0 +1,87 @@
+"""Where calibration and eval samples come from: named sets in calibration_sets/, the bundled
+world's eval splits, or ``synthetic`` (seeded random images and captions, for random-weight
+models and benchmarks, where task accuracy means nothing but drift and latency do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecompile.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CALIBRATION_SETS_DIR = REPO_ROOT / "calibration_sets"
+
+_WORDS = ("red", "green", "blue", "yellow", "circle", "square", "triangle", "star", "left", "right", "center", "a", "photo", "of", "on", "the")
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """Duck-types edgecompile.data.samples.Sample for the synthetic source."""
+
+    image: object
+    text: str
+    label: str | None = None
+    question: str | None = None
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticEvalSet:
+    samples: list[SyntheticSample]
+    prompts: list[str]
+    class_names: list[str] | None = None
+
+
+def synthetic_samples(count: int, seed: int = 0, size: int = 224) -> Iterator[SyntheticSample]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        words = " ".join(rng.choice(_WORDS, size=int(rng.integers(3, 9))))
+        yield SyntheticSample(Image.fromarray(pixels), words)
+
+
+def calibration_samples(name: str, count: int) -> Iterator[object]:
+    """Samples of calibration set ``name`` (a name in calibration_sets/ or a YAML path)."""
+    if name == "synthetic":
+        yield from synthetic_samples(count, seed=1)
+        return
+    try:
+        from edgecompile.data.calibration_sets import load_calibration_set
+    except ImportError as exc:
+        raise InputError(f"calibration.set: '{name}' needs edgecompile.data, which is not installed; use 'synthetic'") from exc
+    try:
+        yield from load_calibration_set(name, CALIBRATION_SETS_DIR).samples(count)
+    except ValueError as exc:
+        raise InputError(f"calibration.set: {exc}") from None
+
+
+def calibration_fingerprint(name: str) -> str:
+    if name == "synthetic":
+        return "synthetic-v1"
+    try:
+        from edgecompile.data.calibration_sets import load_calibration_set
+
+        return load_calibration_set(name, CALIBRATION_SETS_DIR).fingerprint()
+    except (ImportError, ValueError) as exc:
+        raise InputError(f"calibration.set: cannot resolve '{name}': {exc}") from None
+
+
+def eval_data(kind: str, count: int) -> object:
+    """The eval set the recipe asks for."""
+    if kind == "synthetic":
+        samples = list(synthetic_samples(count, seed=2))
+        return SyntheticEvalSet(samples, [s.text for s in samples[: min(count, 16)]])
+    try:
+        from edgecompile.data import eval_sets
+    except ImportError as exc:
+        raise InputError(f"eval.set: '{kind}' needs edgecompile.data, which is not installed; use 'synthetic'") from exc
+    if kind == "zero-shot":
+        return eval_sets.zero_shot_eval_set(count)
+    return eval_sets.vqa_eval_set(count)

@@ -1,0 +1,145 @@
+"""validate: the artifact against the float reference, on the eval set, then the gates.
+
+Writes validate/report.json (and a copy at the build directory's top) with the verdict, every
+gate, every metric, the stages' summaries, the artifacts and where it all ran.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.registry import get_backend
+from edgecompile.builddir.atomic import write_json
+from edgecompile.builddir.manifest import Manifest
+from edgecompile.stages.base import Stage, upstream
+from edgecompile.stages.build import load_artifact
+from edgecompile.stages.context import BuildContext
+from edgecompile.stages.data_sources import eval_data
+from edgecompile.stages.export import exported_files
+from edgecompile.validation.drift import drift
+from edgecompile.validation.gates import GateResult, evaluate_gate
+from edgecompile.validation.latency import probe
+
+REPORT_FILE = "report.json"
+
+
+class ValidateStage(Stage):
+    name = "validate"
+    requires = ("export", "annotate", "calibrate", "build")
+
+    def inputs(self, ctx: BuildContext) -> dict[str, Any]:
+        gates = [g.model_dump_json() for g in ctx.recipe.gates]
+        return {**upstream(ctx, self.requires), "eval": ctx.recipe.eval.model_dump_json(), "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.recipe.budget_gates}"}
+
+    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        report = validate(ctx, out)
+        write_json(out / REPORT_FILE, report)
+        return {"verdict": report["verdict"], "failed_gates": [g["name"] for g in report["gates"] if not g["passed"]]}
+
+
+def _latency(ctx: BuildContext, backend: str, directory: Path, files: dict[str, str]) -> dict[str, dict[str, float]]:
+    e = ctx.recipe.eval
+    return {c: probe(backend, directory, c, f, ctx.adapter.latency_feeds(ctx.loaded(), c), e.latency_runs, e.warmup_runs) for c, f in files.items()}
+
+
+def _size_mb(directory: Path, files: dict[str, str]) -> float:
+    return sum((directory / f).stat().st_size for f in files.values()) / 2**20
+
+
+def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    """Compute metrics for the artifact and the reference, then the gates."""
+    artifact_dir, artifact = load_artifact(ctx)
+    backend = get_backend(artifact.backend)
+    exported = exported_files(ctx)
+    ref_files = {c: p.name for c, p in exported.items()}
+    data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples)
+    loaded = ctx.loaded()
+    metrics: dict[str, Any] = {}
+    notes: list[str] = list(artifact.notes)
+
+    reference_run = OrtCpuBackend().runner(ctx.path("export"), _as_artifact(ref_files))
+    ref_metrics, ref_outputs = ctx.adapter.evaluate(loaded, reference_run, data)
+    np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
+    for key, value in ref_metrics.items():
+        metrics[f"{key}.reference"] = value
+
+    ref_latency = _latency(ctx, "ort-cpu", ctx.path("export"), ref_files)
+    for c, lat in ref_latency.items():
+        metrics[f"latency.reference.{c}.p50_ms"] = lat["p50_ms"]
+        metrics[f"latency.reference.{c}.p90_ms"] = lat["p90_ms"]
+
+    ref_size = _size_mb(ctx.path("export"), ref_files)
+    art_size = _size_mb(artifact_dir, artifact.components)
+    metrics.update({"size.reference_mb": ref_size, "size.artifact_mb": art_size, "size.compression_ratio": ref_size / art_size if art_size else None})
+    for c, f in artifact.components.items():
+        metrics[f"size.{c}_mb"] = (artifact_dir / f).stat().st_size / 2**20
+
+    if artifact.runs_here:
+        candidate_run = backend.runner(artifact_dir, artifact)
+        cand_metrics, cand_outputs = ctx.adapter.evaluate(loaded, candidate_run, data)
+        for key, value in cand_metrics.items():
+            metrics[key] = value
+            if key in ref_metrics:
+                metrics[f"{key}.drop"] = ref_metrics[key] - value
+        for key, ref in ref_outputs.items():
+            for name, value in drift(ref, cand_outputs[key]).items():
+                metrics[f"drift.{key.replace('/', '.')}.{name}"] = value
+        latency = _latency(ctx, artifact.backend, artifact_dir, artifact.components)
+        for c, lat in latency.items():
+            metrics[f"latency.{c}.p50_ms"] = lat["p50_ms"]
+            metrics[f"latency.{c}.p90_ms"] = lat["p90_ms"]
+            metrics[f"latency.{c}.speedup_vs_reference"] = ref_latency[c]["p50_ms"] / lat["p50_ms"]
+        metrics["latency.p90_ms"] = sum(lat["p90_ms"] for lat in latency.values())
+        metrics["memory.peak_mb"] = max(lat["peak_rss_mb"] for lat in latency.values())
+    else:
+        notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
+        metrics.update(backend.structural_check(artifact_dir, artifact) if hasattr(backend, "structural_check") else {})
+
+    gates = _gates(ctx, metrics)
+    manifest = Manifest.load(ctx.build_dir)
+    return {
+        "schema_version": 1,
+        "verdict": "pass" if all(g.passed for g in gates) else "fail",
+        "recipe": ctx.recipe.name,
+        "target": ctx.target.name,
+        "tier": ctx.target.tier,
+        "model": ctx.model_ref,
+        "gates": [g.to_json() for g in gates],
+        "metrics": metrics,
+        "stages": {name: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "summary": r.summary} for name, r in manifest.stages.items()},
+        "artifacts": {c: str((artifact_dir / f).relative_to(ctx.build_dir)) for c, f in artifact.components.items()},
+        "where": {"backend": artifact.backend, "executed": artifact.runs_here, "description": artifact.where, "machine": platform.machine(), "host": platform.node(), "system": platform.platform()},
+        "notes": notes,
+    }
+
+
+def _as_artifact(files: dict[str, str]):  # noqa: ANN202
+    from edgecompile.backends.base import Artifact
+
+    return Artifact("ort-cpu", files, True, "reference")
+
+
+def _gates(ctx: BuildContext, metrics: dict[str, Any]) -> list[GateResult]:
+    results = [evaluate_gate(g.name or g.metric, g.metric, metrics, g.min, g.max) for g in ctx.recipe.gates]
+    if ctx.recipe.budget_gates:
+        results.append(evaluate_gate("latency budget", "latency.p90_ms", metrics, None, ctx.target.latency_budget_ms))
+        results.append(evaluate_gate("memory budget", "memory.peak_mb", metrics, None, float(ctx.target.memory_budget_mb)))
+    return results
+
+
+def publish_report(ctx: BuildContext) -> dict[str, Any]:
+    """Copy validate/report.json to the build directory's top and return it."""
+    import json
+
+    source = ctx.path("validate", REPORT_FILE)
+    report = json.loads(source.read_text())
+    tmp = ctx.path(f".{REPORT_FILE}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(ctx.path(REPORT_FILE))
+    return report
