@@ -17,6 +17,18 @@ from pathlib import Path
 import numpy as np
 
 
+def high_water_mb() -> float:
+    """Peak resident memory of this process image (VmHWM).
+
+    Not ru_maxrss: Linux carries that across fork+exec, so a child would report its parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def measure(run, component: str, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:  # noqa: ANN001
     for _ in range(warmup):
         run(component, feeds)
@@ -44,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with np.load(args.feeds, allow_pickle=False) as data:
         feeds = {k: data[k] for k in data.files}
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_mb = high_water_mb()
     artifact = Artifact(args.backend, {args.component: args.file}, True, "probe")
     run = get_backend(args.backend).runner(args.dir, artifact)
     result = measure(run, args.component, feeds, args.runs, args.warmup)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["peak_rss_mb"] = peak_kb / 1024.0
-    result["runtime_rss_mb"] = (peak_kb - baseline_kb) / 1024.0
+    peak_mb = high_water_mb()
+    result["peak_rss_mb"] = peak_mb
+    result["runtime_rss_mb"] = peak_mb - baseline_mb
     json.dump(result, sys.stdout)
     return 0
 
