@@ -70,8 +70,9 @@ class _Histogram:
             computed = self.collector.compute_collection_result()
         out: dict[str, tuple[float, float]] = {}
         for name, value in computed.items():
-            lo, hi = (value.range_value if hasattr(value, "range_value") else value)
-            out[name] = (float(np.asarray(lo)), float(np.asarray(hi)))
+            # onnxruntime returns (low, high, ...) tuples; the extra entries are histograms.
+            pair = value.range_value if hasattr(value, "range_value") else value
+            out[name] = (float(np.asarray(pair[0])), float(np.asarray(pair[1])))
         # Tensors that never varied have no histogram result; fall back to their min/max.
         for name, pair in self.minmax.result().items():
             out.setdefault(name, pair)
