@@ -100,10 +100,11 @@ class Placement:
 
     @property
     def fallback_op_types(self) -> list[str]:
-        return sorted({op for _, op in self.fallback})
+        """Op types that fell back, without the Q/DQ nodes that follow them to the CPU."""
+        return sorted({op for _, op in self.fallback} - {"QuantizeLinear", "DequantizeLinear"})
 
     def to_json(self) -> dict[str, Any]:
-        return {"on_qnn": dict(self.on_qnn), "io_quantization_on_cpu": self.io_quantization, "fallback": [{"node": n, "op_type": o} for n, o in self.fallback]}
+        return {"on_qnn": dict(self.on_qnn), "io_quantization_on_cpu": self.io_quantization, "fallback": [{"node": n, "op_type": o} for n, o in self.fallback], "fallback_op_types": self.fallback_op_types}
 
 
 def placement(model: Path | bytes, options: dict[str, str], graph_inputs: set[str], graph_outputs: set[str], node_io: dict[str, tuple[list[str], list[str]]]) -> Placement:
