@@ -156,7 +156,7 @@ class QnnBackend(Backend):
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
         from edgecompile.backends.qnn_session import htp_session, provider_options
 
-        extra = artifact.extra or {}
+        extra = artifact.extra or _saved_extra(artifact_dir)
         options = provider_options(int(extra.get("soc_model", 57)), int(extra.get("htp_arch", 75)))
         allowed = {c for c, s in extra.get("components", {}).items() if s.get("placement", {}).get("fallback")}
         sessions: dict[str, Any] = {}
@@ -188,6 +188,12 @@ def pad_feeds(feeds: Feeds, shapes: dict[str, list[int]]) -> Feeds:
             raise InputError(f"input '{name}' of shape {list(value.shape)} does not fit the HTP graph's static shape {target}")
         out[name] = np.pad(value, [(0, t - v) for v, t in zip(value.shape, target, strict=True)])
     return out
+
+
+def _saved_extra(artifact_dir: Path) -> dict[str, Any]:
+    """The build's record (SoC, allowed fallbacks) when a caller (the latency probe) passes none."""
+    saved = artifact_dir / "artifact.json"
+    return Artifact.load(artifact_dir).extra if saved.is_file() else {}
 
 
 def _placement(qdq: onnx.ModelProto, ep_options: dict[str, str], placement: Any) -> Any:
