@@ -38,10 +38,10 @@ class BuildStage(Stage):
         ranges = load_ranges(ctx.path("calibrate", RANGES_FILE))
         plan = backend.adapt_plan(load_plan(ctx), ctx.target, ranges, graphs)
         plan.save(out / EFFECTIVE_PLAN)
-        c = ctx.recipe.calibration
+        cal = ctx.recipe.calibration
 
         def calibration_feeds(component: str):  # noqa: ANN202 - Iterator[Feeds]
-            return ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
+            return ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(cal.set, cal.samples), component)
 
         artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out, calibration_feeds))
         artifact.save(out)

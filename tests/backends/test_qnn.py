@@ -231,3 +231,16 @@ def test_tiny_clip_on_the_htp_emulator(tmp_path: Path) -> None:
     ids = np.array([[2, 4, 5, 7, 11, 3]])
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     np.testing.assert_allclose(prepared_run.run(None, pad_feeds(feeds, shapes))[0], float_run.run(None, feeds)[0], rtol=0, atol=1e-5)
+
+
+def test_adapt_plan_maps_float_and_int4_to_what_htp_executes() -> None:
+    from edgecompile.plan.plan import PlanEntry
+
+    def entry(node: str, op: str, role: str, weight: str | None, precision: str) -> PlanEntry:
+        return PlanEntry("decoder", node, op, role, "", weight, precision, None, None, True, "test", "test")
+
+    plan = PrecisionPlan((entry("q", "MatMul", "attn_qkv", "wq", "int4"), entry("sm", "Softmax", "softmax", None, "float"), entry("proj", "Gemm", "projector", "wp", "fp16"), entry("r", "Reshape", "other", None, "float")), "vlm-default")
+    adapted = {e.node: e for e in QnnBackend().adapt_plan(plan, _target(), {}, {}).entries}
+    assert adapted["q"].precision == "int8" and "MatMulNBits" in adapted["q"].why
+    assert adapted["sm"].precision == "int16" and adapted["proj"].precision == "int8"
+    assert adapted["r"].precision == "float"  # data movement has no precision of its own
