@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import onnx
 
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.config.target import Target
-from edgecompile.models.adapter import ComponentRunner
+from edgecompile.models.adapter import ComponentRunner, Feeds
 from edgecompile.plan.plan import PrecisionPlan
 
 
@@ -54,6 +55,9 @@ class BuildInputs:
     target: Target
     recipe: Any  # edgecompile.config.recipe.Recipe
     out_dir: Path
+    # component -> fresh iterator over the recipe's calibration samples as that component's feeds
+    # (batch 1), for backends that calibrate again on a graph they rewrote (QNN).
+    calibration_feeds: Callable[[str], Iterable[Feeds]] | None = None
 
 
 class Backend(ABC):
