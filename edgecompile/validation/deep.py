@@ -61,6 +61,8 @@ def compare_candidate(ctx: BuildContext, out: Path, run: ComponentRunner, artifa
         if rows and rows[0].added is not None:
             metrics["layers.max_added_error"] = rows[0].added
         result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
+    final = str(ctx.path("validate"))  # ``out`` is the stage's staging directory; commands name the final one
+    result["commands"] = {comp: line.replace(str(out), final) for comp, line in result["commands"].items()}
     write_json(out / COMPARISON_FILE, result)
     for comp, line in result["commands"].items():
         print(f"  repeat the {comp} comparison: {line}")
