@@ -67,6 +67,34 @@ class Gate(Strict):
         return self
 
 
+class OutputTolerance(Strict):
+    """Per-output thresholds for the Polygraphy comparison (edgecompile.validation.polygraphy_compare).
+
+    Polygraphy's ``simple`` rule: an output fails when BOTH its ``error_stat`` absolute error exceeds
+    ``atol`` AND its relative error exceeds ``rtol``; ``min_cosine`` is checked on its own.
+    """
+
+    atol: float = Field(default=1e-2, ge=0.0)
+    rtol: float = Field(default=1e-1, ge=0.0)
+    min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)
+
+
+class Comparison(Strict):
+    """How validate compares the artifact's outputs with the saved FP32 reference (Polygraphy).
+
+    ``outputs`` keys are ``<component>/<output>`` (or a bare output name); unlisted outputs use
+    ``default``. ``gates: true`` turns every compared output's verdict into a gate.
+    """
+
+    error_stat: Literal["max", "mean", "median"] = "median"
+    default: OutputTolerance = OutputTolerance()
+    outputs: dict[str, OutputTolerance] = Field(default_factory=dict)
+    gates: bool = False
+    max_iterations: int = Field(default=8, ge=1, le=10_000)
+    layer_attribution: bool = True
+    layer_samples: int = Field(default=4, ge=1, le=256)
+
+
 class Recipe(Strict):
     """One device recipe."""
 
@@ -81,6 +109,7 @@ class Recipe(Strict):
     calibration: Calibration = Calibration()
     eval: EvalSet = EvalSet()
     gates: tuple[Gate, ...] = ()
+    comparison: Comparison = Comparison()
     budget_gates: bool = True
     backend_options: dict[str, Any] = Field(default_factory=dict)
     opset: int = Field(default=18, ge=17, le=23)

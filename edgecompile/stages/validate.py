@@ -22,6 +22,7 @@ from edgecompile.stages.build import load_artifact
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.data_sources import eval_data
 from edgecompile.stages.export import exported_files
+from edgecompile.validation import deep
 from edgecompile.validation.drift import drift
 from edgecompile.validation.gates import GateResult, evaluate_gate
 from edgecompile.validation.latency import probe
@@ -40,6 +41,9 @@ class ValidateStage(Stage):
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         report = validate(ctx, out)
         write_json(out / REPORT_FILE, report)
+        from edgecompile.reports.build_report import write_build_reports
+
+        write_build_reports(out, report)
         return {"verdict": report["verdict"], "failed_gates": [g["name"] for g in report["gates"] if not g["passed"]]}
 
 
@@ -63,8 +67,10 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     notes: list[str] = list(artifact.notes)
 
-    reference_run = OrtCpuBackend().runner(ctx.path("export"), _as_artifact(ref_files))
+    recorder = deep.recorder_for(ctx)
+    reference_run = recorder.wrap(OrtCpuBackend().runner(ctx.path("export"), _as_artifact(ref_files)))
     ref_metrics, ref_outputs = ctx.adapter.evaluate(loaded, reference_run, data)
+    deep.save_reference(recorder, out)
     np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
     for key, value in ref_metrics.items():
         metrics[f"{key}.reference"] = value
@@ -90,6 +96,7 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
         for key, ref in ref_outputs.items():
             for name, value in drift(ref, cand_outputs[key]).items():
                 metrics[f"drift.{key.replace('/', '.')}.{name}"] = value
+        metrics.update(deep.compare_candidate(ctx, out, candidate_run, artifact_dir, artifact))
         latency = _latency(ctx, artifact.backend, artifact_dir, artifact.components)
         for c, lat in latency.items():
             metrics[f"latency.{c}.p50_ms"] = lat["p50_ms"]
@@ -101,7 +108,7 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
         notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
         metrics.update(backend.structural_check(artifact_dir, artifact) if hasattr(backend, "structural_check") else {})
 
-    gates = _gates(ctx, metrics)
+    gates = _gates(ctx, metrics) + deep.extra_gates(ctx, out, recorder)
     manifest = Manifest.load(ctx.build_dir)
     return {
         "schema_version": 1,

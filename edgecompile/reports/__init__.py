@@ -1,0 +1,1 @@
+"""Reports: per-build Markdown/HTML/JUnit, the multi-build table, the tier Pareto view and plots."""

@@ -1,0 +1,41 @@
+"""Robustness of one build directory: artifact and reference, written to ``robustness/robustness.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgecompile.backends.base import Artifact
+from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.registry import get_backend
+from edgecompile.builddir.atomic import staged_directory, write_json
+from edgecompile.errors import BackendUnavailable
+from edgecompile.robustness.robustness import evaluate_robustness, limit_samples
+from edgecompile.stages.build import load_artifact
+from edgecompile.stages.context import BuildContext
+from edgecompile.stages.data_sources import eval_data
+from edgecompile.stages.export import exported_files
+
+ROBUSTNESS_DIR = "robustness"
+ROBUSTNESS_FILE = "robustness.json"
+
+
+def run_robustness(ctx: BuildContext, corruptions: tuple[str, ...], severities: tuple[int, ...], samples: int | None, seed: int = 0, eval_set: Any = None, progress: Any = None) -> dict[str, Any]:
+    artifact_dir, artifact = load_artifact(ctx)
+    if not artifact.runs_here:
+        raise BackendUnavailable(f"the {artifact.backend} artifact cannot execute on this machine; run 'edgecompile robustness' on the device")
+    exported = {c: p.name for c, p in exported_files(ctx).items()}
+    runners = {
+        "artifact": get_backend(artifact.backend).runner(artifact_dir, artifact),
+        "reference": OrtCpuBackend().runner(ctx.path("export"), Artifact("ort-cpu", exported, True, "reference")),
+    }
+    data = eval_set if eval_set is not None else eval_data(ctx.recipe.eval.set, samples or ctx.recipe.eval.samples)
+    result = evaluate_robustness(ctx.adapter, ctx.loaded(), runners, limit_samples(data, samples), corruptions, severities, seed, progress)
+    result["recipe"] = ctx.recipe.name
+    with staged_directory(ctx.path(ROBUSTNESS_DIR)) as out:
+        write_json(out / ROBUSTNESS_FILE, result)
+    return result
+
+
+def robustness_path(build_dir: Path) -> Path:
+    return build_dir / ROBUSTNESS_DIR / ROBUSTNESS_FILE
