@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class BuildInputs:
     target: Target
     recipe: Any  # edgecompile.config.recipe.Recipe
     out_dir: Path
+    # component -> calibration feeds, for weight transforms that need activations (GPTQ); None: not available
+    calibration_feeds: Callable[[str], Iterable[dict]] | None = None
 
 
 class Backend(ABC):

@@ -7,6 +7,7 @@ import click
 from edgecompile import __version__
 from edgecompile.cli.listing_cmds import backends_cmd, recipes_cmd, targets_cmd
 from edgecompile.cli.pipeline_cmds import annotate_cmd, build_cmd, calibrate_cmd, export_cmd, validate_cmd
+from edgecompile.cli.run_cmd import run_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +20,7 @@ def main() -> None:
     """
 
 
-for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, targets_cmd, recipes_cmd, backends_cmd):
+for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd):
     main.add_command(command)
 
 try:

@@ -15,6 +15,7 @@ from edgecompile.stages.annotate import load_plan
 from edgecompile.stages.base import Stage, upstream
 from edgecompile.stages.calibrate import RANGES_FILE
 from edgecompile.stages.context import BuildContext
+from edgecompile.stages.data_sources import calibration_samples
 from edgecompile.stages.export import exported_files
 
 EFFECTIVE_PLAN = "plan.effective.json"
@@ -37,7 +38,12 @@ class BuildStage(Stage):
         ranges = load_ranges(ctx.path("calibrate", RANGES_FILE))
         plan = backend.adapt_plan(load_plan(ctx), ctx.target, ranges, graphs)
         plan.save(out / EFFECTIVE_PLAN)
-        artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out))
+        c = ctx.recipe.calibration
+
+        def feeds(component: str):  # noqa: ANN202 - streamed on demand (GPTQ)
+            return ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
+
+        artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out, feeds))
         artifact.save(out)
         sizes = {c: (out / f).stat().st_size for c, f in artifact.components.items() if (out / f).exists()}
         return {"backend": backend.name, "components": artifact.components, "bytes": sizes, "plan_changes": list(plan.changes), "runs_here": artifact.runs_here, "notes": artifact.notes}
