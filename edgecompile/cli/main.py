@@ -29,3 +29,7 @@ except ImportError:  # pragma: no cover - zoo not installed
     pass
 else:
     main.add_command(zoo)
+
+
+if __name__ == "__main__":  # python -m edgecompile.cli.main
+    main()
