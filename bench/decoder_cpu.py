@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,13 +58,12 @@ def genai_rate(hf_dir: Path, out_dir: Path, prompt: int, steps: int) -> tuple[fl
     """onnxruntime-genai's builder (INT4, CPU) and its runtime; (tokens/s, bytes, note)."""
     try:
         import onnxruntime_genai as og
-        from onnxruntime_genai.models.builder import create_model
     except ImportError as exc:
         return None, None, f"onnxruntime-genai not installed ({exc}); pip install onnxruntime-genai"
-    try:
-        create_model("bench-llama", str(hf_dir), str(out_dir), "int4", "cpu", str(out_dir / "cache"))
-    except Exception as exc:  # noqa: BLE001 - report why the peer could not be built
-        return None, None, f"onnxruntime-genai builder failed offline: {type(exc).__name__}: {exc}"
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", "bench-llama", "-i", str(hf_dir), "-o", str(out_dir), "-p", "int4", "-e", "cpu", "-c", str(out_dir / "cache")]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return None, None, f"onnxruntime-genai builder failed offline: {done.stderr.strip()[-400:]}"
     size = sum(p.stat().st_size for p in out_dir.glob("*.onnx*"))
     model = og.Model(str(out_dir))
     params = og.GeneratorParams(model)
@@ -74,6 +76,15 @@ def genai_rate(hf_dir: Path, out_dir: Path, prompt: int, steps: int) -> tuple[fl
     for _ in range(steps):
         generator.generate_next_token()
     return steps / (time.perf_counter() - start), size, f"onnxruntime-genai {og.__version__} builder int4 cpu"
+
+
+def _word_tokenizer(vocab: int):  # noqa: ANN202
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", bos_token="w1", eos_token="w2")
 
 
 def main() -> None:
@@ -102,6 +113,7 @@ def main() -> None:
                          vocab_size=args.vocab, max_position_embeddings=2048, tie_word_embeddings=False)
     hf = LlamaForCausalLM(config).eval()
     hf.save_pretrained(tmp / "hf")
+    _word_tokenizer(args.vocab).save_pretrained(tmp / "hf")  # the peer's builder loads a tokenizer
     layout = CacheLayout.from_text_config(config)
     module = DecoderWithCache(hf.model, hf.lm_head, layout.layers).eval()
     spec = ComponentSpec("decoder", module, decoder_example_inputs(layout), ("inputs_embeds", "attention_mask", "position_ids", *layout.past_names()), ("logits", *layout.present_names()), decoder_dynamic_axes(layout))
@@ -134,6 +146,7 @@ def main() -> None:
         "peer_ratio": None if peer_rate is None else round(int4_rate / peer_rate, 3),
         "size_ratio": round(fp32_bytes / int4_bytes, 3),
     }
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
 
 
