@@ -56,7 +56,8 @@ class BuildInputs:
     recipe: Any  # edgecompile.config.recipe.Recipe
     out_dir: Path
     # component -> fresh iterator over the recipe's calibration samples as that component's feeds
-    # (batch 1), for backends that calibrate again on a graph they rewrote (QNN).
+    # (batch 1): for backends that calibrate again on a graph they rewrote (QNN) and for weight
+    # transforms that need activations (GPTQ). None: not available.
     calibration_feeds: Callable[[str], Iterable[Feeds]] | None = None
 
 

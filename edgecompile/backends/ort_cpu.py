@@ -47,7 +47,9 @@ class OrtCpuBackend(Backend):
             model = onnx.load(str(source))
             entries = inputs.plan.for_component(component)
             model = insert_qdq(model, component, entries, inputs.ranges[component], self.settings(inputs)) if component in inputs.ranges else model
-            model = insert_matmul_nbits(model, entries, inputs.recipe.quantization.int4_algorithm)
+            algorithm = inputs.recipe.quantization.int4_algorithm
+            feeds = inputs.calibration_feeds(component) if algorithm == "gptq" and inputs.calibration_feeds is not None and any(e.precision == "int4" for e in entries) else None
+            model = insert_matmul_nbits(model, entries, algorithm, feeds)
             name = f"{component}.onnx"
             onnx.save(model, str(inputs.out_dir / name))
             files[component] = name

@@ -6,6 +6,8 @@ types and symmetry they ask for, not in how Q/DQ nodes are placed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -80,25 +82,43 @@ def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], algori
     if len(blocks) != 1 or len(symmetric) != 1:
         raise InputError("INT4 nodes of one component must share block_size and symmetry (MatMulNBits takes one setting per pass)")
     block = blocks.pop() or 32
+    sym = symmetric.pop()
     if algorithm == "gptq":
         if calibration_feeds is None:
-            raise InputError("quantization.int4_algorithm: gptq needs calibration samples")
-        config = mnb.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calibration_feeds), block_size=block, perchannel=False)
-    else:
-        config = mnb.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric.pop(), accuracy_level=4)
-    quantizer = mnb.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=config.is_symmetric if hasattr(config, "is_symmetric") else True, accuracy_level=4, nodes_to_include=[e.node for e in int4], algo_config=config)
+            raise InputError("quantization.int4_algorithm: gptq needs calibration samples for this component")
+        return _gptq(model, {e.node for e in int4}, block, sym, list(calibration_feeds))
+    config = mnb.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=sym, accuracy_level=4)
+    quantizer = mnb.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=sym, accuracy_level=4, nodes_to_include=[e.node for e in int4], algo_config=config)
     quantizer.process()
     return quantizer.model.model
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over an iterable of feeds."""
+def _gptq(model: onnx.ModelProto, nodes: set[str], block: int, symmetric: bool, feeds: list[dict]) -> onnx.ModelProto:
+    """GPTQ through onnxruntime's own implementation (onnxruntime.quantization.neural_compressor.gptq_quantize).
 
-    def __init__(self, feeds: Iterable[dict]) -> None:
-        self._it = iter(feeds)
+    Called directly rather than through MatMulNBitsQuantizer: that path builds its per-node config from
+    *every* constant-weight MatMul and ignores ``nodes_to_include`` (it would also INT4 the lm_head the plan
+    keeps INT8), and it deep-copies the data reader, which a streaming reader cannot survive. Here every
+    MatMul outside the plan's INT4 set is marked "fp32" (left alone) and the feeds are a list.
+    """
+    if not feeds:
+        raise InputError("quantization.int4_algorithm: gptq got no calibration samples for this component")
+    from onnxruntime.quantization.neural_compressor import gptq_quantize
 
-    def get_next(self) -> dict | None:
-        return next(self._it, None)
+    scheme = "sym" if symmetric else "asym"
+    config: dict[str, object] = {n.name: ({"bits": 4, "group_size": block, "scheme": scheme} if n.name in nodes else "fp32") for n in model.graph.node if n.op_type == "MatMul"}
+    with contextlib.redirect_stdout(io.StringIO()):  # it draws a progress bar on stdout
+        quantized = gptq_quantize(model, dataloader=_Loader(feeds), weight_config=config, num_bits=4, group_size=block, scheme=scheme, n_samples=-1, blocksize=128, perchannel=True, accuracy_level=4)
+    return quantized.model if hasattr(quantized, "model") else quantized
 
-    def rewind(self) -> None:  # GPTQ reads once
-        return None
+
+class _Loader:
+    """The (inputs, label) batches neural_compressor's prepare_inputs iterates over."""
+
+    batch_size = 1
+
+    def __init__(self, feeds: list[dict]) -> None:
+        self.feeds = feeds
+
+    def __iter__(self):  # noqa: ANN204
+        return ((f, None) for f in self.feeds)

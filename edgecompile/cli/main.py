@@ -10,6 +10,7 @@ from edgecompile.cli.pipeline_cmds import annotate_cmd, build_cmd, calibrate_cmd
 from edgecompile.cli.report_cmd import report_cmd
 from edgecompile.cli.robustness_cmd import robustness_cmd
 from edgecompile.cli.sweep_cmd import sweep_cmd
+from edgecompile.cli.run_cmd import run_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +23,7 @@ def main() -> None:
     """
 
 
-for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
+for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
     main.add_command(command)
 
 try:
@@ -31,3 +32,7 @@ except ImportError:  # pragma: no cover - zoo not installed
     pass
 else:
     main.add_command(zoo)
+
+
+if __name__ == "__main__":  # python -m edgecompile.cli.main
+    main()

@@ -33,6 +33,9 @@ class ComponentSpec:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    # Optional: a component whose correctness needs more than "run the example inputs" (a decoder with a
+    # KV cache: prefill, then decode steps feeding back its own cache) checks parity itself.
+    parity_check: Callable[[Path], dict[str, float]] | None = None
 
 
 @dataclass

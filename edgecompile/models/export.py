@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,12 +20,18 @@ from edgecompile.models.adapter import ComponentSpec
 PARITY_MIN_COSINE = 0.999
 
 
-def _dynamic_shapes(spec: ComponentSpec) -> dict[str, dict[int, torch.export.Dim]]:
+def _dynamic_shapes(spec: ComponentSpec) -> dict[str, Any]:
+    """Keyed by the forward's parameter names; a ``*past`` parameter (decoders with a KV cache) takes the remaining inputs as a tuple."""
     dims: dict[str, torch.export.Dim] = {}
-    shapes: dict[str, dict[int, torch.export.Dim]] = {}
-    for name in spec.input_names:
-        axes = spec.dynamic_axes.get(name, {})
-        shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()}
+    per_input = [{axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in spec.dynamic_axes.get(name, {}).items()} for name in spec.input_names]
+    params = [p for p in inspect.signature(spec.module.forward).parameters.values()]
+    shapes: dict[str, Any] = {}
+    for i, param in enumerate(params):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            shapes[param.name] = tuple(per_input[i:])
+            break
+        if i < len(per_input):
+            shapes[param.name] = per_input[i]
     return shapes
 
 
@@ -55,6 +63,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def check_parity(spec: ComponentSpec, path: Path) -> dict[str, float]:
     """Run torch and the exported graph on the example inputs and on a batch of another size."""
+    if spec.parity_check is not None:
+        return spec.parity_check(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst_abs, worst_cos = 0.0, 1.0
     batches = [spec.example_inputs, tuple(t[:1] for t in spec.example_inputs)]

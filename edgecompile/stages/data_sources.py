@@ -19,6 +19,14 @@ CALIBRATION_SETS_DIR = REPO_ROOT / "calibration_sets"
 _WORDS = ("red", "green", "blue", "yellow", "circle", "square", "triangle", "star", "left", "right", "center", "a", "photo", "of", "on", "the")
 
 
+# Questions for generative models (random images: the answers are for plumbing, not for accuracy).
+_QUESTIONS = (
+    ("what color is the shape ?", ("red", "green", "blue", "yellow")),
+    ("what is the shape ?", ("circle", "square", "triangle", "star")),
+    ("is the shape on the left ?", ("yes", "no")),
+)
+
+
 @dataclass(frozen=True)
 class SyntheticSample:
     """Duck-types edgecompile.data.samples.Sample for the synthetic source."""
@@ -41,10 +49,12 @@ def synthetic_samples(count: int, seed: int = 0, size: int = 224) -> Iterator[Sy
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    qa = np.random.default_rng(seed + 10_000)  # its own stream: captions and images stay what they were
     for _ in range(count):
         pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
         words = " ".join(rng.choice(_WORDS, size=int(rng.integers(3, 9))))
-        yield SyntheticSample(Image.fromarray(pixels), words)
+        template, answers = _QUESTIONS[int(qa.integers(len(_QUESTIONS)))]
+        yield SyntheticSample(Image.fromarray(pixels), words, question=template, answer=str(qa.choice(answers)))
 
 
 def calibration_samples(name: str, count: int) -> Iterator[object]:

@@ -93,7 +93,12 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
             metrics[key] = value
             if key in ref_metrics:
                 metrics[f"{key}.drop"] = ref_metrics[key] - value
+        compare = getattr(ctx.adapter, "compare_outputs", None)  # optional hook: e.g. token agreement for generative models
+        if compare is not None:
+            metrics.update(compare(ref_outputs, cand_outputs))
         for key, ref in ref_outputs.items():
+            if ref.dtype.kind != "f":  # token ids and the like: compared by the adapter's hook, not by cosine
+                continue
             for name, value in drift(ref, cand_outputs[key]).items():
                 metrics[f"drift.{key.replace('/', '.')}.{name}"] = value
         metrics.update(deep.compare_candidate(ctx, out, candidate_run, artifact_dir, artifact))

@@ -1,0 +1,1 @@
+"""Running compiled artifacts: generation for generative VLMs on ONNX Runtime."""

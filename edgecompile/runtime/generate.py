@@ -1,0 +1,135 @@
+"""Greedy generation for a generative VLM compiled as three graphs, on any component runner.
+
+``vision_encoder`` (pixel_values -> image_features), ``embed_tokens`` (input_ids -> inputs_embeds) and
+``decoder`` (inputs_embeds, attention_mask, position_ids, past -> logits, present). The image features
+are spliced into the prompt's embeddings at the image-token positions (what the HF model does inside
+its forward), the prompt is prefilled from an empty cache, then one token at a time is decoded feeding
+back the cache. The same code drives the float reference graphs and every compiled artifact, so
+validation compares like with like; tokens stream through an iterator (or a callback) as they come.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecompile.models.adapter import ComponentRunner
+
+SPEC_FILE = "generation.json"
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What the runtime must know about a model beyond its graphs (saved beside them as generation.json)."""
+
+    image_token_id: int
+    eos_token_ids: tuple[int, ...]
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+
+    def past_names(self) -> list[str]:
+        return [n for i in range(self.layers) for n in (f"past_key_{i}", f"past_value_{i}")]
+
+    def present_names(self) -> list[str]:
+        return [n for i in range(self.layers) for n in (f"present_key_{i}", f"present_value_{i}")]
+
+    def empty_past(self) -> dict[str, np.ndarray]:
+        return {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32) for n in self.past_names()}
+
+    def save(self, directory: Path) -> None:
+        (directory / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> GenerationSpec:
+        data = json.loads((directory / SPEC_FILE).read_text())
+        return cls(**{**data, "eos_token_ids": tuple(data["eos_token_ids"])})
+
+
+@dataclass
+class GenerationResult:
+    """Generated token ids and where the time went."""
+
+    tokens: list[int]
+    prompt_tokens: int
+    time_to_first_token_s: float
+    decode_s: float
+    first_logits: np.ndarray = field(repr=False)
+    stopped_by: str = "length"
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = len(self.tokens) - 1  # the first token comes from prefill
+        return steps / self.decode_s if steps > 0 and self.decode_s > 0 else float("nan")
+
+
+def splice_image_features(input_ids: np.ndarray, embeds: np.ndarray, features: np.ndarray, image_token_id: int) -> np.ndarray:
+    """Put the image features at the image-token positions of the prompt's embeddings (batch 1)."""
+    positions = np.flatnonzero(input_ids[0] == image_token_id)
+    flat = features.reshape(-1, embeds.shape[-1])
+    if len(positions) != flat.shape[0]:
+        raise ValueError(f"the prompt has {len(positions)} image tokens but the vision encoder gave {flat.shape[0]} features; the processor and the model disagree")
+    out = embeds.copy()
+    out[0, positions] = flat.astype(out.dtype)
+    return out
+
+
+def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndarray, pixel_values: np.ndarray | None, max_new_tokens: int, stats: dict | None = None) -> Iterator[int]:
+    """Yield greedy tokens one by one; stops at an EOS token (yielded) or after ``max_new_tokens``.
+
+    ``stats`` (optional) receives time_to_first_token_s, decode_s, first_logits, prompt_tokens, stopped_by.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids: expected shape (1, n), got {input_ids.shape}")
+    stats = {} if stats is None else stats
+    start = time.perf_counter()
+    ids = input_ids.astype(np.int64)
+    embeds = run("embed_tokens", {"input_ids": ids})["inputs_embeds"]
+    if pixel_values is not None:
+        features = run("vision_encoder", {"pixel_values": pixel_values.astype(np.float32)})["image_features"]
+        embeds = splice_image_features(ids, embeds, features, spec.image_token_id)
+    length = ids.shape[1]
+    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": np.arange(length, dtype=np.int64)[None], **spec.empty_past()}
+    stats.update(prompt_tokens=length, stopped_by="length", decode_s=0.0)
+    decode_start = 0.0
+    for step in range(max_new_tokens):
+        out = run("decoder", feeds)
+        logits = out["logits"][0, -1]
+        token = int(np.argmax(logits))
+        if step == 0:
+            stats["time_to_first_token_s"] = time.perf_counter() - start
+            stats["first_logits"] = logits.astype(np.float32)
+            decode_start = time.perf_counter()
+        else:
+            stats["decode_s"] = time.perf_counter() - decode_start
+        yield token
+        if token in spec.eos_token_ids:
+            stats["stopped_by"] = "eos"
+            return
+        total = length + step + 1
+        feeds = {
+            "inputs_embeds": run("embed_tokens", {"input_ids": np.array([[token]], np.int64)})["inputs_embeds"],
+            "attention_mask": np.ones((1, total), np.int64),
+            "position_ids": np.array([[total - 1]], np.int64),
+            **{p: out[q] for p, q in zip(spec.past_names(), spec.present_names(), strict=True)},
+        }
+
+
+def generate(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndarray, pixel_values: np.ndarray | None, max_new_tokens: int, on_token: Callable[[int], None] | None = None) -> GenerationResult:
+    """Greedy decoding to EOS or ``max_new_tokens``; ``on_token`` is called with each token as it is produced."""
+    stats: dict = {}
+    tokens: list[int] = []
+    for token in stream_tokens(run, spec, input_ids, pixel_values, max_new_tokens, stats):
+        tokens.append(token)
+        if on_token is not None:
+            on_token(token)
+    if not tokens:
+        raise ValueError("max_new_tokens must be at least 1")
+    return GenerationResult(tokens, stats["prompt_tokens"], stats["time_to_first_token_s"], stats["decode_s"], stats["first_logits"], stats["stopped_by"])
