@@ -54,6 +54,16 @@ class BuildInputs:
     target: Target
     recipe: Any  # edgecompile.config.recipe.Recipe
     out_dir: Path
+    # Backends that convert from torch rather than from ONNX (CoreML) load the model themselves.
+    model_dir: Path | None = None
+    adapter: Any = None  # edgecompile.models.adapter.ModelAdapter
+
+
+def artifact_bytes(path: Path) -> int:
+    """Size of one artifact file, or of a bundle directory (a CoreML .mlpackage) summed over its files."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 class Backend(ABC):

@@ -7,7 +7,7 @@ from typing import Any
 
 import onnx
 
-from edgecompile.backends.base import Artifact, BuildInputs
+from edgecompile.backends.base import Artifact, BuildInputs, artifact_bytes
 from edgecompile.backends.registry import get_backend
 from edgecompile.calibration.ranges import load_ranges
 from edgecompile.errors import BackendUnavailable
@@ -37,9 +37,9 @@ class BuildStage(Stage):
         ranges = load_ranges(ctx.path("calibrate", RANGES_FILE))
         plan = backend.adapt_plan(load_plan(ctx), ctx.target, ranges, graphs)
         plan.save(out / EFFECTIVE_PLAN)
-        artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out))
+        artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out, model_dir=ctx.model_dir, adapter=ctx.adapter))
         artifact.save(out)
-        sizes = {c: (out / f).stat().st_size for c, f in artifact.components.items() if (out / f).exists()}
+        sizes = {c: artifact_bytes(out / f) for c, f in artifact.components.items() if (out / f).exists()}
         return {"backend": backend.name, "components": artifact.components, "bytes": sizes, "plan_changes": list(plan.changes), "runs_here": artifact.runs_here, "notes": artifact.notes}
 
 
