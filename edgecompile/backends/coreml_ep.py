@@ -21,6 +21,16 @@ from edgecompile.errors import BackendUnavailable, InputError
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 
 
+def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The whole graph in FP16 with float32 inputs/outputs, in graph order (the converter appends its Casts)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = OnnxModel(convert_float_to_float16(model, keep_io_types=True))
+    converted.topological_sort()
+    return converted.model
+
+
 def partition_coverage(model: onnx.ModelProto) -> dict[str, Any]:
     """Nodes, supported nodes, partitions and unsupported ops for the CoreML EP (ML Program)."""
     from onnxruntime.tools.mobile_helpers.usability_checker import check_coreml_partitions
@@ -40,12 +50,10 @@ def build_ort_coreml_ep(inputs: BuildInputs) -> Artifact:
     integer = [e for e in inputs.plan.entries if e.precision in ("int8", "int4")]
     if integer:
         raise InputError(f"backend_options.coreml_format: ort-coreml-ep runs float (FP16) graphs only, and the plan quantizes {len(integer)} nodes (e.g. {integer[0].component}/{integer[0].node}); use precision_preset: fp16")
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     files: dict[str, str] = {}
     metrics: dict[str, Any] = {}
     for component, source in inputs.exported.items():
-        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        model = fp16_graph(onnx.load(str(source)))
         name = f"{component}.fp16.onnx"
         onnx.save(model, str(inputs.out_dir / name))
         files[component] = name
