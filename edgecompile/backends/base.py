@@ -59,6 +59,16 @@ class BuildInputs:
     # (batch 1): for backends that calibrate again on a graph they rewrote (QNN) and for weight
     # transforms that need activations (GPTQ). None: not available.
     calibration_feeds: Callable[[str], Iterable[Feeds]] | None = None
+    # Backends that convert from torch rather than from ONNX (CoreML) load the model themselves.
+    model_dir: Path | None = None
+    adapter: Any = None  # edgecompile.models.adapter.ModelAdapter
+
+
+def artifact_bytes(path: Path) -> int:
+    """Size of one artifact file, or of a bundle directory (a CoreML .mlpackage) summed over its files."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 class Backend(ABC):

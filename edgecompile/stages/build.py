@@ -7,7 +7,7 @@ from typing import Any
 
 import onnx
 
-from edgecompile.backends.base import Artifact, BuildInputs
+from edgecompile.backends.base import Artifact, BuildInputs, artifact_bytes
 from edgecompile.backends.registry import get_backend
 from edgecompile.calibration.ranges import load_ranges
 from edgecompile.errors import BackendUnavailable
@@ -43,9 +43,9 @@ class BuildStage(Stage):
         def calibration_feeds(component: str):  # noqa: ANN202 - Iterator[Feeds]
             return ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(cal.set, cal.samples), component)
 
-        artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out, calibration_feeds))
+        artifact = backend.build(BuildInputs(exported, plan, ranges, ctx.target, ctx.recipe, out, calibration_feeds, model_dir=ctx.model_dir, adapter=ctx.adapter))
         artifact.save(out)
-        sizes = {c: (out / f).stat().st_size for c, f in artifact.components.items() if (out / f).exists()}
+        sizes = {c: artifact_bytes(out / f) for c, f in artifact.components.items() if (out / f).exists()}
         return {"backend": backend.name, "components": artifact.components, "bytes": sizes, "plan_changes": list(plan.changes), "runs_here": artifact.runs_here, "notes": artifact.notes}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecompile.backends.base import artifact_bytes
 from edgecompile.backends.ort_cpu import OrtCpuBackend
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
@@ -53,7 +54,7 @@ def _latency(ctx: BuildContext, backend: str, directory: Path, files: dict[str, 
 
 
 def _size_mb(directory: Path, files: dict[str, str]) -> float:
-    return sum((directory / f).stat().st_size for f in files.values()) / 2**20
+    return sum(artifact_bytes(directory / f) for f in files.values()) / 2**20
 
 
 def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
     art_size = _size_mb(artifact_dir, artifact.components)
     metrics.update({"size.reference_mb": ref_size, "size.artifact_mb": art_size, "size.compression_ratio": ref_size / art_size if art_size else None})
     for c, f in artifact.components.items():
-        metrics[f"size.{c}_mb"] = (artifact_dir / f).stat().st_size / 2**20
+        metrics[f"size.{c}_mb"] = artifact_bytes(artifact_dir / f) / 2**20
 
     if artifact.runs_here:
         candidate_run = backend.runner(artifact_dir, artifact)

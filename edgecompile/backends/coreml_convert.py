@@ -1,0 +1,162 @@
+"""torch component -> CoreML ML Program, with the precision plan applied by coremltools' compression.
+
+Conversion goes through ``torch.export`` (coremltools' supported path for recent torch):
+
+* Dynamic dims are exported twice: once with ``Dim.AUTO`` to learn each dim's range, then with
+  named dims of min 1 (``Dim.AUTO`` starts ranges at 2, and CoreML would then refuse batch 1).
+* ``run_decompositions`` with a small table: with torch 2.13, coremltools 9.0 has no converter for
+  ``aten.new_ones`` / ``new_zeros`` / ``new_full`` nor for ``aten.__and__.Tensor`` (CLIP's causal
+  and padding mask); they are decomposed into ops it knows (``full``, ``bitwise_and``).
+* FP16 compute by default; ops of the plan's FP32 roles stay FP32 (op_selector).
+* Weight compression per plan entry (``coremltools.optimize.coreml``): INT8 per-channel symmetric
+  linear quantization, INT4 per-block (iOS18/macOS15 opset), or palettization of the INT8 entries
+  as a recipe option; FP16 entries (patch embedding, projector) are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from edgecompile.errors import InputError
+from edgecompile.models.adapter import ComponentSpec
+from edgecompile.plan.plan import PlanEntry
+
+# MIL op types that the plan's FP32 roles map to (kept FP32 when the plan says fp32).
+FP32_ROLE_OPS = {"layernorm": {"layer_norm", "reduce_mean", "pow", "sqrt", "rsqrt", "real_div", "sub", "mul", "add"}, "softmax": {"softmax", "reduce_max", "exp", "reduce_sum"}}
+
+
+def _quiet() -> contextlib.AbstractContextManager:
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    for name in ("coremltools", "torch.export", "torch._dynamo"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return stack
+
+
+def _decompositions() -> dict:
+    import torch
+    from torch._decomp import get_decompositions
+
+    table = get_decompositions([torch.ops.aten.new_ones, torch.ops.aten.new_zeros, torch.ops.aten.new_full])
+    table[torch.ops.aten.__and__.Tensor] = lambda a, b: torch.ops.aten.bitwise_and.Tensor(a, b)
+    return table
+
+
+def export_program(spec: ComponentSpec) -> Any:
+    """``torch.export`` of one component with min-1 dynamic dims, decomposed for coremltools."""
+    import torch
+
+    auto = {n: {axis: torch.export.Dim.AUTO for axis in spec.dynamic_axes.get(n, {})} for n in spec.input_names}
+    with torch.no_grad():
+        probe = torch.export.export(spec.module.eval(), spec.example_inputs, dynamic_shapes=auto)
+    placeholders = {n.name: n for n in probe.graph.nodes if n.op == "placeholder"}
+    upper: dict[str, int | None] = {}
+    for name in spec.input_names:
+        for axis, label in spec.dynamic_axes.get(name, {}).items():
+            size = placeholders[name].meta["val"].shape[axis]
+            if not hasattr(size, "node"):
+                continue  # torch.export found this dim static
+            value_range = probe.range_constraints.get(size.node.expr)
+            try:
+                hi = int(value_range.upper) if value_range is not None else None
+            except (TypeError, ValueError, OverflowError, AttributeError):  # torch int_oo
+                hi = None  # unbounded
+            upper[label] = hi if label not in upper else (min(x for x in (upper[label], hi) if x is not None) if (upper[label] or hi) else None)
+    dims = {label: torch.export.Dim(label, min=1, max=hi) if hi else torch.export.Dim(label, min=1) for label, hi in upper.items()}
+    shapes = {n: {axis: dims[label] for axis, label in spec.dynamic_axes.get(n, {}).items() if label in dims} for n in spec.input_names}
+    with torch.no_grad():
+        program = torch.export.export(spec.module.eval(), spec.example_inputs, dynamic_shapes=shapes)
+    return program.run_decompositions(_decompositions())
+
+
+def _fp32_selector(entries: list[PlanEntry]) -> Callable[[Any], bool]:
+    keep = set().union(*(FP32_ROLE_OPS.get(e.role, set()) for e in entries if e.precision == "fp32")) if entries else set()
+
+    def selector(op: Any) -> bool:  # True: this op computes in FP16
+        return op.op_type not in keep
+
+    return selector
+
+
+def convert(spec: ComponentSpec, entries: list[PlanEntry], deployment: str, compute_precision: str) -> Any:
+    """The ML Program for one component, outputs renamed to the component's output names."""
+    import coremltools as ct
+
+    targets = {"macOS15": ct.target.macOS15, "iOS18": ct.target.iOS18, "macOS14": ct.target.macOS14, "iOS17": ct.target.iOS17}
+    if deployment not in targets:
+        raise InputError(f"backend_options.coreml_deployment_target: expected one of {', '.join(targets)}, got '{deployment}'")
+    if any(e.precision == "int4" for e in entries) and deployment not in ("macOS15", "iOS18"):
+        raise InputError(f"backend_options.coreml_deployment_target: INT4 per-block weights need iOS18/macOS15, got '{deployment}'")
+    precision = ct.transform.FP16ComputePrecision(op_selector=_fp32_selector(entries)) if compute_precision == "fp16" else ct.precision.FLOAT32
+    with _quiet():
+        program = export_program(spec)
+        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=targets[deployment], compute_precision=precision)
+    mlspec = model.get_spec()
+    produced = [o.name for o in mlspec.description.output]
+    if len(produced) != len(spec.output_names):
+        raise InputError(f"{spec.name}: CoreML program has {len(produced)} outputs, the component declares {len(spec.output_names)}")
+    for old, new in zip(produced, spec.output_names, strict=True):
+        if old != new:
+            ct.utils.rename_feature(mlspec, old, new)
+    return ct.models.MLModel(mlspec, weights_dir=model.weights_dir, skip_model_load=True)
+
+
+def _key(name: str) -> str:
+    """Normalize a module path or a MIL weight-constant name to one comparable key."""
+    name = re.sub(r"_to_fp(16|32)$", "", name)
+    name = re.sub(r"^p_", "", name)
+    name = re.sub(r"_weight$", "", name)
+    name = re.sub(r"^m_", "", name)
+    return name.replace(".", "_")
+
+
+def weight_constants(model: Any) -> dict[str, str]:
+    """MIL weight-constant name -> key of the module owning it (for linear/conv/matmul weights)."""
+    from coremltools.optimize.coreml import get_weights_metadata
+
+    with _quiet():
+        metadata = get_weights_metadata(model, weight_threshold=0)
+    out = {}
+    for name, meta in metadata.items():
+        if any(c.op_type in ("linear", "conv", "matmul") for c in meta.child_ops) and len(meta.val.shape) >= 2:
+            out[name] = _key(name)
+    return out
+
+
+def compress(model: Any, entries: list[PlanEntry], palettize_bits: int | None) -> tuple[Any, dict[str, str]]:
+    """Apply the plan's INT8/INT4 entries to the matching weight constants; return (model, const -> precision)."""
+    import coremltools.optimize.coreml as cto
+
+    wanted = {_key(e.module): e for e in entries if e.precision in ("int8", "int4") and e.module}
+    chosen: dict[str, str] = {}
+    int8_configs: dict[str, Any] = {}
+    int4_configs: dict[str, Any] = {}
+    for const, key in weight_constants(model).items():
+        entry = wanted.get(key)
+        if entry is None:
+            continue
+        if entry.precision == "int4":
+            int4_configs[const] = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=entry.block_size or 32, weight_threshold=0)
+            chosen[const] = "int4"
+        elif palettize_bits:
+            int8_configs[const] = cto.OpPalettizerConfig(mode="kmeans", nbits=palettize_bits, granularity="per_tensor", weight_threshold=0)
+            chosen[const] = f"palettized{palettize_bits}"
+        else:
+            int8_configs[const] = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)
+            chosen[const] = "int8"
+    with _quiet():
+        if int8_configs and palettize_bits:
+            model = cto.palettize_weights(model, cto.OptimizationConfig(op_name_configs=int8_configs))
+        elif int8_configs:
+            model = cto.linear_quantize_weights(model, cto.OptimizationConfig(op_name_configs=int8_configs))
+        if int4_configs:
+            model = cto.linear_quantize_weights(model, cto.OptimizationConfig(op_name_configs=int4_configs))
+    return model, chosen

@@ -1,0 +1,228 @@
+"""TensorRT: an explicit-quantization ONNX graph per component, and an engine where TensorRT and a GPU exist.
+
+Engines are specific to the GPU and TensorRT version, so the usual flow builds them on the device
+(Jetson): the build always writes ``build_engine.sh`` (a trtexec command line per component) beside
+the ONNX files. Where ``tensorrt`` imports and a GPU is present, the engine is built here too with
+Polygraphy's loaders over the TensorRT Python API (strongly typed network, one optimization
+profile for the dynamic dims, a timing cache, a workspace limit from the target's memory budget),
+cached under a key of model hash, recipe hash, TensorRT version and GPU name, and validated with
+Polygraphy's TrtRunner.
+
+Without TensorRT the explicit-quantization ONNX itself runs on ONNX Runtime CPU (same Q/DQ
+arithmetic, other kernels) and validation of that graph stands in for the engine's; the artifact
+says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
+from edgecompile.backends.ort_cpu import cpu_session
+from edgecompile.backends.registry import register
+from edgecompile.backends.trt_onnx import check_explicit_quantization, explicit_quantization_graph
+from edgecompile.errors import BackendUnavailable, InputError
+from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
+from edgecompile.plan.roles import classify_graph
+
+STAND_IN = "TensorRT engine not built: no GPU/tensorrt here; validated the explicit-quantization ONNX on ONNX Runtime CPU as a stand-in"
+DEFAULT_PROFILE = {"batch": (1, 1, 8)}
+WORKSPACE_SHARE = 0.25  # of the target's memory budget: the rest is for weights, activations and the app
+
+
+def tensorrt_status() -> tuple[str | None, str | None, str]:
+    """(TensorRT version, GPU name, reason) — version and GPU are None where missing."""
+    try:
+        import tensorrt as trt  # noqa: PLC0415 - optional SDK
+    except ImportError:
+        return None, None, "the 'tensorrt' package is not installed (pip install tensorrt on a machine with an NVIDIA GPU)"
+    try:
+        from cuda.bindings import runtime as cudart  # noqa: PLC0415
+
+        err, props = cudart.cudaGetDeviceProperties(0)
+        gpu = props.name.decode().strip("\x00") if int(err) == 0 else None
+    except Exception:  # noqa: BLE001 - any failure to reach a GPU means "no GPU"
+        gpu = None
+    if gpu is None:
+        try:
+            import torch  # noqa: PLC0415
+
+            gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:  # noqa: BLE001
+            gpu = None
+    return trt.__version__, gpu, f"tensorrt {trt.__version__}" + (f" on {gpu}" if gpu else ", but no NVIDIA GPU is visible")
+
+
+def engine_cache_key(onnx_path: Path, recipe_json: str, trt_version: str, gpu: str) -> str:
+    """Engines are reusable only for the same graph, recipe, TensorRT version and GPU."""
+    digest = hashlib.sha256()
+    for part in (hashlib.sha256(onnx_path.read_bytes()).hexdigest(), hashlib.sha256(recipe_json.encode()).hexdigest(), trt_version, gpu):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _sequence_max(inputs: BuildInputs) -> int | None:
+    if inputs.model_dir is None:
+        return None
+    import json
+
+    config = json.loads((Path(inputs.model_dir) / "config.json").read_text())
+    for holder in (config.get("text_config") or {}, config):
+        if isinstance(holder.get("max_position_embeddings"), int):
+            return holder["max_position_embeddings"]
+    return None
+
+
+def shape_profile(model: onnx.ModelProto, options: dict[str, Any], sequence_max: int | None) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """(min, opt, max) shape per graph input; dynamic dims from the recipe's ``trt_profile`` or defaults."""
+    table = {**DEFAULT_PROFILE, **({"sequence": (1, min(16, sequence_max), sequence_max)} if sequence_max else {}), **{k: tuple(v) for k, v in options.get("trt_profile", {}).items()}}
+    profile: dict[str, tuple[list[int], list[int], list[int]]] = {}
+    for value in model.graph.input:
+        lo, opt, hi = [], [], []
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                lo.append(dim.dim_value), opt.append(dim.dim_value), hi.append(dim.dim_value)
+                continue
+            if dim.dim_param not in table:
+                raise InputError(f"recipe backend_options.trt_profile: no [min, opt, max] for dynamic dim '{dim.dim_param}' of input '{value.name}'")
+            a, b, c = table[dim.dim_param]
+            lo.append(a), opt.append(b), hi.append(c)
+        profile[value.name] = (lo, opt, hi)
+    return profile
+
+
+def _shape(dims: list[int]) -> str:
+    return "x".join(str(d) for d in dims)
+
+
+def trtexec_command(onnx_name: str, engine_name: str, profile: dict[str, tuple[list[int], list[int], list[int]]], workspace_mib: int) -> str:
+    args = ["trtexec", f"--onnx={onnx_name}", "--stronglyTyped", f"--saveEngine={engine_name}", "--timingCacheFile=timing.cache", f"--memPoolSize=workspace:{workspace_mib}M"]
+    dynamic = {n: p for n, p in profile.items() if p[0] != p[2]}
+    if dynamic:
+        for flag, i in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
+            args.append(f"{flag}=" + ",".join(f"{n}:{_shape(p[i])}" for n, p in dynamic.items()))
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _write_script(out: Path, commands: list[str]) -> None:
+    body = "#!/bin/sh\n# Build the TensorRT engines on the target device (engines are GPU- and TensorRT-version-specific).\nset -e\ncd \"$(dirname \"$0\")\"\n" + "\n".join(commands) + "\n"
+    script = out / "build_engine.sh"
+    script.write_text(body)
+    script.chmod(0o755)
+
+
+def build_engine(onnx_path: Path, engine_path: Path, profile: dict[str, tuple[list[int], list[int], list[int]]], workspace_bytes: int, timing_cache: Path) -> None:
+    """Build one engine with Polygraphy's loaders (TensorRT Python API underneath)."""
+    import tensorrt as trt  # noqa: PLC0415
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine  # noqa: PLC0415
+
+    trt_profile = Profile()
+    for name, (lo, opt, hi) in profile.items():
+        trt_profile.add(name, min=lo, opt=opt, max=hi)
+    config = CreateConfig(profiles=[trt_profile], memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace_bytes}, load_timing_cache=str(timing_cache) if timing_cache.exists() else None)
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
+    SaveEngine(EngineFromNetwork(network, config=config, save_timing_cache=str(timing_cache)), str(engine_path))()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("EDGECOMPILE_TRT_CACHE", Path.home() / ".cache" / "edgecompile" / "tensorrt"))
+
+
+class TensorRtBackend(Backend):
+    name = "tensorrt"
+    description = "NVIDIA TensorRT: explicit-quantization ONNX (INT8 Q/DQ, INT4 block DQ, FP16) + engine on the GPU"
+
+    def availability(self) -> Availability:
+        version, gpu, reason = tensorrt_status()
+        if version and gpu:
+            return Availability(True, True, reason)
+        return Availability(True, True, f"{reason}; the explicit-quantization ONNX is built here and runs on ONNX Runtime CPU as a stand-in")
+
+    def build(self, inputs: BuildInputs) -> Artifact:
+        version, gpu, reason = tensorrt_status()
+        options = {**inputs.target.backend_options, **inputs.recipe.backend_options}
+        workspace = int(inputs.target.memory_budget_mb * WORKSPACE_SHARE) << 20
+        files: dict[str, str] = {}
+        checks: dict[str, Any] = {}
+        commands: list[str] = []
+        engines: dict[str, str] = {}
+        for component, source in inputs.exported.items():
+            model = onnx.load(str(source))
+            entries = inputs.plan.for_component(component)
+            residual = {i.name for i in classify_graph(model) if i.role == "residual_add"}
+            model = explicit_quantization_graph(model, component, entries, inputs.ranges.get(component))
+            check = check_explicit_quantization(model, residual)
+            if check.problems:
+                raise InputError(f"{component}: the explicit-quantization graph breaks TensorRT's rules: {'; '.join(check.problems[:5])}")
+            name = f"{component}.onnx"
+            onnx.save(model, str(inputs.out_dir / name))
+            files[component] = name
+            checks[component] = check.to_json()
+            profile = shape_profile(model, options, _sequence_max(inputs))
+            commands.append(trtexec_command(name, f"{component}.engine", profile, workspace >> 20))
+            if version and gpu:
+                engines[component] = self._engine(inputs, name, profile, workspace, version, gpu)
+        _write_script(inputs.out_dir, commands)
+        extra = {"quantization_check": checks, "tensorrt": version, "gpu": gpu, "engines": engines, "workspace_bytes": workspace}
+        if engines:
+            return Artifact(self.name, files, runs_here=True, where=f"TensorRT {version} engine on {gpu} (Polygraphy TrtRunner)", notes=[f"engines built here: {', '.join(engines.values())}"], extra=extra)
+        notes = [STAND_IN, f"why: {reason}", "build_engine.sh builds the engines on the device (trtexec --stronglyTyped)"]
+        return Artifact(self.name, files, runs_here=True, where=f"stand-in: explicit-quantization ONNX on ONNX Runtime CPU ({STAND_IN})", notes=notes, extra=extra)
+
+    def _engine(self, inputs: BuildInputs, name: str, profile: dict, workspace: int, version: str, gpu: str) -> str:
+        key = engine_cache_key(inputs.out_dir / name, inputs.recipe.model_dump_json(), version, gpu)
+        cache = _cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        cached = cache / f"{key}.engine"
+        if not cached.exists():
+            partial = cache / f"{key}.engine.partial"
+            build_engine(inputs.out_dir / name, partial, profile, workspace, cache / "timing.cache")
+            partial.replace(cached)
+        engine_name = f"{Path(name).stem}.engine"
+        shutil.copyfile(cached, inputs.out_dir / engine_name)
+        return engine_name
+
+    def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
+        engines = artifact.extra.get("engines") or {}
+        if engines:
+            return self._trt_runner(artifact_dir, engines)
+        sessions: dict[str, Any] = {}
+
+        def run(component: str, feeds: Feeds) -> Outputs:
+            if component not in sessions:
+                sessions[component] = cpu_session(artifact_dir / artifact.components[component])
+            session = sessions[component]
+            names = [o.name for o in session.get_outputs()]
+            wanted = {i.name for i in session.get_inputs()}
+            return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
+
+        return run
+
+    def _trt_runner(self, artifact_dir: Path, engines: dict[str, str]) -> ComponentRunner:
+        version, gpu, reason = tensorrt_status()
+        if not (version and gpu):
+            raise BackendUnavailable(f"this artifact holds TensorRT engines, which need TensorRT and a GPU here: {reason}")
+        from polygraphy.backend.common import BytesFromPath  # noqa: PLC0415
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner  # noqa: PLC0415
+
+        runners: dict[str, Any] = {}
+
+        def run(component: str, feeds: Feeds) -> Outputs:
+            if component not in runners:
+                runners[component] = TrtRunner(EngineFromBytes(BytesFromPath(str(artifact_dir / engines[component]))))
+                runners[component].activate()
+            outputs = runners[component].infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            return {k: np.asarray(v) for k, v in outputs.items()}
+
+        return run
+
+
+register("tensorrt", TensorRtBackend)
