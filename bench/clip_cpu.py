@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (1: stable on a shared machine; 0: all cores)")
     args = parser.parse_args()
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
@@ -109,7 +110,7 @@ def main() -> None:
     peer = work / "peer_quantize_static.onnx"
     quantize_static(str(fp32), str(peer), _Reader(calib), quant_format=QuantFormat.QDQ, calibrate_method=CalibrationMethod.MinMax)
 
-    sessions = {"fp32": cpu_session(fp32), "edgecompile": cpu_session(ours), "quantize_static": cpu_session(peer)}
+    sessions = {"fp32": cpu_session(fp32, args.threads), "edgecompile": cpu_session(ours, args.threads), "quantize_static": cpu_session(peer, args.threads)}
     feed = {"pixel_values": calib[0]["pixel_values"]}
     lat = latency(sessions, feed, args.runs)
 
@@ -121,7 +122,7 @@ def main() -> None:
     print(f"{'variant':<16} {'median ms':>10} {'size MB':>9} {'cosine vs fp32':>15}")
     for k in sessions:
         print(f"{k:<16} {lat[k]:>10.2f} {sizes[k] / 2**20:>9.1f} {cosine(outs['fp32'], outs[k]):>15.5f}")
-    print(f"edgecompile build (export..build): {build_s:.1f}s")
+    print(f"edgecompile build (export..build): {build_s:.1f}s; intra-op threads per session: {args.threads or 'all'}")
     result = {
         "latency_ratio": round(lat["edgecompile"] / lat["fp32"], 3),
         "peer_latency_ratio": round(lat["quantize_static"] / lat["fp32"], 3),

@@ -96,7 +96,7 @@ class Backend(ABC):
             if overflow:
                 plan = plan.with_change(entry.component, entry.node, "fp32", "FP16 safety: calibrated range exceeds 65504")
             elif not target.executes("fp16"):
-                plan = plan.with_change(entry.component, entry.node, "float", f"target {target.name} has no native FP16; runs in float32")
+                plan = plan.with_change(entry.component, entry.node, "float", f"target {target.name} has no native FP16; weights stored in FP16, computed in float32")
         for entry in plan.entries:
             if entry.precision in ("int8", "int4") and not target.executes(entry.precision):
                 plan = plan.with_change(entry.component, entry.node, "float", f"target {target.name} does not execute {entry.precision}")

@@ -15,6 +15,8 @@ import onnx
 import onnxruntime as ort
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
+from edgecompile.backends.fp16_storage import store_weights_fp16
+from edgecompile.backends.graph_tidy import finish
 from edgecompile.backends.ort_quant import QdqSettings, insert_matmul_nbits, insert_qdq
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 
@@ -43,6 +45,7 @@ class OrtCpuBackend(Backend):
 
     def build(self, inputs: BuildInputs) -> Artifact:
         files: dict[str, str] = {}
+        notes: list[str] = []
         for component, source in inputs.exported.items():
             model = onnx.load(str(source))
             entries = inputs.plan.for_component(component)
@@ -50,10 +53,13 @@ class OrtCpuBackend(Backend):
             algorithm = inputs.recipe.quantization.int4_algorithm
             feeds = inputs.calibration_feeds(component) if algorithm == "gptq" and inputs.calibration_feeds is not None and any(e.precision == "int4" for e in entries) else None
             model = insert_matmul_nbits(model, entries, algorithm, feeds)
+            model, fp16_weights = store_weights_fp16(model, entries)
+            if fp16_weights:
+                notes.append(f"{component}: {len(fp16_weights)} FP16-planned weight(s) stored in FP16, computed in float32 (no FP16 arithmetic on this target)")
             name = f"{component}.onnx"
-            onnx.save(model, str(inputs.out_dir / name))
+            onnx.save(finish(model), str(inputs.out_dir / name))
             files[component] = name
-        return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})")
+        return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})", notes=notes)
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
         sessions: dict[str, ort.InferenceSession] = {}

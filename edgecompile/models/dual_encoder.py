@@ -25,22 +25,22 @@ class _Vision(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, projection: torch.nn.Module | None) -> None:
         super().__init__()
         self.m = model
-        self.proj = projection
+        self.projection = projection  # the module path 'projection' is what roles.py reads as the projector
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pooled = self.m.vision_model(pixel_values=pixel_values).pooler_output
-        return self.proj(pooled) if self.proj is not None else pooled
+        return self.projection(pooled) if self.projection is not None else pooled
 
 
 class _Text(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, projection: torch.nn.Module | None) -> None:
         super().__init__()
         self.m = model
-        self.proj = projection
+        self.projection = projection  # the module path 'projection' is what roles.py reads as the projector
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pooled = self.m.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-        return self.proj(pooled) if self.proj is not None else pooled
+        return self.projection(pooled) if self.projection is not None else pooled
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:

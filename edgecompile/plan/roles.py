@@ -33,7 +33,7 @@ WEIGHT_OPS = {"MatMul", "Gemm", "Conv"}
 
 _PATH_ROLES: tuple[tuple[str, str], ...] = (
     (r"(patch_embed|patch_embedding)", "patch_embed"),
-    (r"(multi_modal_projector|visual_projection|text_projection|mm_projector|connector|\.head$|^head$)", "projector"),
+    (r"(multi_modal_projector|visual_projection|text_projection|mm_projector|connector|^projection$|\.head$|^head$)", "projector"),
     (r"lm_head", "lm_head"),
     (r"(q_proj|k_proj|v_proj|qkv|\.query$|\.key$|\.value$|c_attn)", "attn_qkv"),
     (r"(out_proj|o_proj|attention\.output\.dense|c_proj$)", "attn_out"),

@@ -84,7 +84,10 @@ def run_stage(ctx: BuildContext, stage: Stage, *, force: bool = False, completed
     """Run ``stage`` unless its inputs are unchanged; outputs appear atomically or not at all."""
     remove_partials(ctx.build_dir)
     manifest = Manifest.load(ctx.build_dir)
-    inputs = {k: str(v) for k, v in stage.inputs(ctx).items()}
+    from edgecompile import __version__
+
+    # A new edgecompile may produce different outputs from the same inputs: its version is an input.
+    inputs = {"edgecompile": __version__, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
     if not force and manifest.is_current(stage.name, inputs, ctx.build_dir):
         record = manifest.stages[stage.name]
         return StageResult(stage.name, True, record.summary, 0.0)
