@@ -30,7 +30,7 @@ from edgecompile.builddir.manifest import Manifest
 from edgecompile.config.recipe import Recipe, load_recipe
 from edgecompile.errors import InputError
 from edgecompile.stages import STAGE_ORDER
-from edgecompile.stages.base import StageResult
+from edgecompile.stages.base import StageResult, stage_inputs
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.pipeline import STAGES, run_until
 
@@ -73,7 +73,7 @@ def _seed(ctx: BuildContext, sources: list[Path]) -> list[str]:
     copied: list[str] = []
     for stage in _REUSABLE:
         manifest = Manifest.load(ctx.build_dir)
-        inputs = {k: str(v) for k, v in STAGES[stage].inputs(ctx).items()}
+        inputs = stage_inputs(ctx, STAGES[stage])
         if manifest.is_current(stage, inputs, ctx.build_dir):
             continue
         fingerprint = hash_value(inputs)

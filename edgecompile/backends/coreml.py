@@ -35,6 +35,28 @@ COMPRESSED_OPS = {"constexpr_blockwise_shift_scale", "constexpr_affine_dequantiz
 _DTYPES = {"INT8": "int8", "INT4": "int4", "UINT8": "uint8", "UINT4": "uint4", "FLOAT16": "fp16", "FLOAT32": "fp32", "UINT6": "uint6", "UINT2": "uint2", "UINT3": "uint3", "UINT1": "uint1"}
 
 
+def quiet_import_coremltools():  # noqa: ANN201 - the coremltools module
+    """Import coremltools without its import-time chatter on Linux.
+
+    On Linux it logs one "Failed to load _MLModelProxy" line per native proxy and warns about the
+    torch version; neither is actionable here (prediction needs macOS, which availability() says).
+    """
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            import coremltools
+        finally:
+            logging.disable(previous)
+    return coremltools
+
+
 def _onnx_io(path: Path) -> dict[str, list[str]]:
     graph = onnx.load(str(path), load_external_data=False).graph
     return {"inputs": [i.name for i in graph.input], "outputs": [o.name for o in graph.output]}
@@ -96,7 +118,7 @@ class CoreMlBackend(Backend):
 
     def availability(self) -> Availability:
         try:
-            import coremltools as ct
+            ct = quiet_import_coremltools()
         except ImportError:
             return Availability(False, False, "coremltools is not installed (pip install coremltools)")
         here = platform.system() == "Darwin"

@@ -25,5 +25,14 @@ def strip_export_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def declare_domains(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every operator domain used by a node gets an opset import (some rewriters forget com.microsoft)."""
+    declared = {o.domain for o in model.opset_import}
+    for domain in sorted({n.domain for n in model.graph.node} - declared - {"", "ai.onnx"}):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    return model
+
+
 def finish(model: onnx.ModelProto) -> onnx.ModelProto:
-    return strip_export_metadata(topological_sort(model))
+    """Graph order, declared domains, no exporter debug data."""
+    return strip_export_metadata(declare_domains(topological_sort(model)))

@@ -66,7 +66,9 @@ def cast_fp16_nodes(model: onnx.ModelProto, entries: list[PlanEntry]) -> onnx.Mo
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     blocked = [n.name for n in model.graph.node if n.name not in fp16]
-    return convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked, op_block_list=[])
+    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked, op_block_list=[])
+    del converted.graph.value_info[:]  # the converter leaves stale float32 value_info behind; shapes are re-inferable
+    return converted
 
 
 def explicit_quantization_graph(model: onnx.ModelProto, component: str, entries: list[PlanEntry], ranges: TensorRanges | None) -> onnx.ModelProto:

@@ -80,14 +80,19 @@ def upstream(ctx: BuildContext, stages: tuple[str, ...]) -> dict[str, str]:
     return {f"stage:{s}": hash_value(manifest.stages[s].outputs) for s in stages if s in manifest.stages}
 
 
+def stage_inputs(ctx: BuildContext, stage: Stage) -> dict[str, str]:
+    """The inputs that decide whether ``stage`` is redone (what the manifest fingerprints)."""
+    from edgecompile import __version__
+
+    # A new edgecompile may produce different outputs from the same inputs: its version is an input.
+    return {"edgecompile": __version__, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
+
+
 def run_stage(ctx: BuildContext, stage: Stage, *, force: bool = False, completed: tuple[str, ...] = ()) -> StageResult:
     """Run ``stage`` unless its inputs are unchanged; outputs appear atomically or not at all."""
     remove_partials(ctx.build_dir)
     manifest = Manifest.load(ctx.build_dir)
-    from edgecompile import __version__
-
-    # A new edgecompile may produce different outputs from the same inputs: its version is an input.
-    inputs = {"edgecompile": __version__, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
+    inputs = stage_inputs(ctx, stage)
     if not force and manifest.is_current(stage.name, inputs, ctx.build_dir):
         record = manifest.stages[stage.name]
         return StageResult(stage.name, True, record.summary, 0.0)

@@ -190,6 +190,8 @@ def attribute_build(
             continue
         reference = onnx.load(str(path))
         candidate = onnx.load(str(artifact_dir / file))
+        if any(n.op_type == "EPContext" for n in candidate.graph.node):
+            continue  # a pre-compiled NPU binary (QNN EPContext): no intermediate tensors to expose
         entries = [e for e in plan_entries if e.component == component]
         rows += attribute_layers(component, reference, candidate, feeds[component], entries, fp16_native=fp16_native)
     rows.sort(key=lambda e: -(e.added if e.added is not None else -1.0))

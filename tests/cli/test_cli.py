@@ -67,7 +67,7 @@ def test_gate_on_a_missing_metric_fails(build_copy: Path) -> None:
 
 
 def test_bad_recipe_exits_3_with_file_line_field(tmp_path: Path, tiny_clip: Path) -> None:
-    from conftest import write_recipe
+    from recipe_files import write_recipe
 
     recipe = write_recipe(tmp_path, extra="typo_key: 1\n")
     result = CliRunner().invoke(main, ["build", "--recipe", str(recipe), "--model", str(tiny_clip), "--out", str(tmp_path / "b")])
@@ -77,7 +77,7 @@ def test_bad_recipe_exits_3_with_file_line_field(tmp_path: Path, tiny_clip: Path
 
 
 def test_missing_model_exits_3(tmp_path: Path) -> None:
-    from conftest import write_recipe
+    from recipe_files import write_recipe
 
     result = CliRunner().invoke(main, ["export", "--recipe", str(write_recipe(tmp_path)), "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 3

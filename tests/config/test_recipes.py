@@ -9,7 +9,7 @@ import pytest
 from edgecompile.config.recipe import load_recipe
 from edgecompile.config.target import load_target
 from edgecompile.errors import InputError
-from conftest import REPO, write_recipe
+from recipe_files import REPO, write_recipe
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
