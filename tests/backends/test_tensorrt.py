@@ -72,7 +72,7 @@ def test_residual_adds_not_quantized_and_weights_per_channel(trt_build) -> None:
         assert residual, "the tiny CLIP has residual adds"
         check = check_explicit_quantization(_graph(trt_build, component), residual)
         assert check.problems == []
-        assert check.per_channel_weights >= 9
+        assert check.per_channel_weights >= 8  # text tower: 8 INT8 linears (4 MLP linears are INT4, the projector FP16)
 
 
 def test_rules_catch_an_ort_cpu_style_graph(trt_build) -> None:  # noqa: ANN001
