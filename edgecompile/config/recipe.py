@@ -46,7 +46,8 @@ class Quantization(Strict):
 class EvalSet(Strict):
     """Which eval data validation uses."""
 
-    set: Literal["zero-shot", "vqa", "synthetic"] = "zero-shot"
+    # auto: zero-shot classification for dual encoders, VQA for generative VLMs (one recipe serves both)
+    set: Literal["auto", "zero-shot", "vqa", "synthetic"] = "auto"
     samples: int = Field(default=200, ge=1, le=100_000)
     latency_runs: int = Field(default=30, ge=3, le=10_000)
     warmup_runs: int = Field(default=3, ge=0, le=1_000)
@@ -59,6 +60,8 @@ class Gate(Strict):
     min: float | None = None
     max: float | None = None
     name: str | None = None
+    # Only for models of this family (a device recipe can carry gates for CLIPs and for LLaVAs).
+    family: Literal["dual_encoder", "generative"] | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> Gate:

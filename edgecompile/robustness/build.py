@@ -29,7 +29,7 @@ def run_robustness(ctx: BuildContext, corruptions: tuple[str, ...], severities: 
         "artifact": get_backend(artifact.backend).runner(artifact_dir, artifact),
         "reference": OrtCpuBackend().runner(ctx.path("export"), Artifact("ort-cpu", exported, True, "reference")),
     }
-    data = eval_set if eval_set is not None else eval_data(ctx.recipe.eval.set, samples or ctx.recipe.eval.samples)
+    data = eval_set if eval_set is not None else eval_data(ctx.recipe.eval.set, samples or ctx.recipe.eval.samples, ctx.adapter.family)
     result = evaluate_robustness(ctx.adapter, ctx.loaded(), runners, limit_samples(data, samples), corruptions, severities, seed, progress)
     result["recipe"] = ctx.recipe.name
     with staged_directory(ctx.path(ROBUSTNESS_DIR)) as out:

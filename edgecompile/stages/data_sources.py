@@ -83,8 +83,10 @@ def calibration_fingerprint(name: str) -> str:
         raise InputError(f"calibration.set: cannot resolve '{name}': {exc}") from None
 
 
-def eval_data(kind: str, count: int) -> object:
-    """The eval set the recipe asks for."""
+def eval_data(kind: str, count: int, family: str = "dual_encoder") -> object:
+    """The eval set the recipe asks for (``auto``: the one that fits the model family)."""
+    if kind == "auto":
+        kind = "zero-shot" if family == "dual_encoder" else "vqa"
     if kind == "synthetic":
         samples = list(synthetic_samples(count, seed=2))
         return SyntheticEvalSet(samples, [s.text for s in samples[: min(count, 16)]])

@@ -63,7 +63,7 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
     backend = get_backend(artifact.backend)
     exported = exported_files(ctx)
     ref_files = {c: p.name for c, p in exported.items()}
-    data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples)
+    data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples, ctx.adapter.family)
     loaded = ctx.loaded()
     metrics: dict[str, Any] = {}
     notes: list[str] = list(artifact.notes)
@@ -139,7 +139,7 @@ def _as_artifact(files: dict[str, str]):  # noqa: ANN202
 
 
 def _gates(ctx: BuildContext, metrics: dict[str, Any]) -> list[GateResult]:
-    results = [evaluate_gate(g.name or g.metric, g.metric, metrics, g.min, g.max) for g in ctx.recipe.gates]
+    results = [evaluate_gate(g.name or g.metric, g.metric, metrics, g.min, g.max) for g in ctx.recipe.gates if g.family in (None, ctx.adapter.family)]
     if ctx.recipe.budget_gates:
         results.append(evaluate_gate("latency budget", "latency.p90_ms", metrics, None, ctx.target.latency_budget_ms))
         results.append(evaluate_gate("memory budget", "memory.peak_mb", metrics, None, float(ctx.target.memory_budget_mb)))
