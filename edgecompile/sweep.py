@@ -3,7 +3,7 @@
 The grid YAML maps dotted recipe fields to lists of values, e.g.::
 
     axes:
-      precision_preset: [fp16, w8a8, w4a16]
+      precision_preset: [fp16, w8a8, w4a8]
       calibration.method: [minmax, percentile]
       calibration.set: [synthetic]
 

@@ -106,7 +106,7 @@ class Recipe(Strict):
     description: str = ""
     target: str
     model: str | None = None
-    precision_preset: Literal["fp32", "fp16", "w8a8", "w4a16", "vlm-default"] = "vlm-default"
+    precision_preset: Literal["fp32", "fp16", "w8a8", "w4a8", "vlm-default"] = "vlm-default"
     rules: tuple[PrecisionRule, ...] = ()
     quantization: Quantization = Quantization()
     calibration: Calibration = Calibration()

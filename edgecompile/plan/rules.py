@@ -118,13 +118,12 @@ PRESETS: dict[str, tuple[PrecisionRule, ...]] = {
         _rule("int8", "preset w8a8: W8A8 for lm_head", role="lm_head"),
         _rule(None, "default: leave in float"),
     ),
-    "w4a16": (
+    "w4a8": (
         _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
         _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
         *_FLOAT_SENSITIVE,
-        _rule("int4", "preset w4a16: INT4 block-wise weight-only for decoder linears", component=_DECODER, role=_ENCODER_LINEARS),
-        _rule("int8", "preset w4a16: encoders keep W8A8", role=_ENCODER_LINEARS),
-        _rule("fp16", "preset w4a16: lm_head FP16", role="lm_head"),
+        _rule("int4", "preset w4a8: INT4 block-wise weights for every linear, ViT included (seed 002's W4A8); activations quantized to INT8 per block at run time", role=_ENCODER_LINEARS),
+        _rule("int4", "preset w4a8: INT4 lm_head", role="lm_head"),
         _rule(None, "default: leave in float"),
     ),
     "vlm-default": (
