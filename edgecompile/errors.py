@@ -46,3 +46,4 @@ class StageError(EdgecompileError):
         before = ", ".join(completed) if completed else "none"
         super().__init__(f"stage '{stage}' failed: {message} (stages completed before it: {before})")
         self.stage = stage
+        self.detail = message

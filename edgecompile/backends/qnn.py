@@ -113,6 +113,10 @@ class QnnBackend(Backend):
         from edgecompile.backends.qnn_graph import prepare, static_shapes
         from edgecompile.backends.qnn_session import placement, provider_options
 
+        if inputs.adapter is not None and getattr(inputs.adapter, "family", "") == "generative":
+            # Static-shape padding of a KV-cache decoder needs a cache layout (masking padded past
+            # slots, cropping logits) that this backend does not have yet: refuse rather than mislead.
+            raise InputError(f"target {inputs.target.name}: the qnn backend compiles dual encoders (CLIP/SigLIP) today; generative VLMs (KV-cache decoders) are not supported on HTP yet")
         options = qnn_options(inputs.target, inputs.recipe)
         settings = self._settings(inputs, options)
         if inputs.calibration_feeds is None:

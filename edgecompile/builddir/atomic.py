@@ -57,7 +57,7 @@ def staged_directory(final: Path) -> Iterator[Path]:
 def remove_partials(root: Path) -> None:
     """Delete leftovers of a process that was killed mid-stage (SIGKILL skips cleanup)."""
     if root.is_dir():
-        for leftover in root.glob(".*.partial-*"):
+        for leftover in [*root.glob(".*.partial-*"), *root.glob(".*.old-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in root.glob(".*.tmp-*"):
             leftover.unlink(missing_ok=True)

@@ -130,6 +130,9 @@ class ResolvedRecipe(Strict):
         return self.recipe.name
 
 
+SHIPPED_TARGETS = Path(__file__).resolve().parents[2] / "targets"
+
+
 def targets_dir_for(recipe_path: Path) -> Path:
     """Targets live in ``targets/`` beside the recipe's ``recipes/`` folder (the repo layout)."""
     return recipe_path.resolve().parent.parent / "targets"
@@ -142,6 +145,8 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
         raise error_at(path, ("name",), f"expected '{path.stem}' (the file name), got '{recipe.name}'")
     folder = targets_dir or targets_dir_for(path)
     target_file = folder / f"{recipe.target}.yaml"
+    if not target_file.is_file() and targets_dir is None and (SHIPPED_TARGETS / target_file.name).is_file():
+        target_file = SHIPPED_TARGETS / target_file.name  # a user's recipe elsewhere may name a shipped target
     if not target_file.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         raise error_at(path, ("target",), f"unknown target '{recipe.target}'; expected one of {', '.join(known) or '(none found in ' + str(folder) + ')'}")

@@ -78,8 +78,8 @@ class PrecisionRule(BaseModel):
     def _consistent(self) -> PrecisionRule:
         if self.precision == "int4" and self.granularity != "per_block":
             object.__setattr__(self, "granularity", "per_block")
-        if self.granularity == "per_block" and self.block_size is None:
-            object.__setattr__(self, "block_size", 32)
+        if self.granularity == "per_block" and self.precision != "int4":
+            raise ValueError("granularity per_block is for precision int4 (INT8 takes per_tensor or per_channel)")
         if self.block_size is not None and self.block_size & (self.block_size - 1):
             raise ValueError("block_size must be a power of two (16, 32, 64, 128, 256)")
         return self
@@ -138,14 +138,18 @@ PRESETS: dict[str, tuple[PrecisionRule, ...]] = {
 }
 
 
+def _with_block(rule: PrecisionRule, block_size: int, *, keep: bool) -> PrecisionRule:
+    """INT4 rules take the recipe's block size unless (recipe rules only) they name their own."""
+    if rule.precision != "int4" or (keep and rule.block_size is not None):
+        return rule
+    return rule.model_copy(update={"block_size": block_size})
+
+
 def rules_for(preset: str, recipe_rules: tuple[PrecisionRule, ...], int4_block_size: int = 32) -> tuple[tuple[str, PrecisionRule], ...]:
     """The ordered rule list: the recipe's rules first, then the preset's; each with its origin.
 
     The preset's INT4 rules take the recipe's ``quantization.int4_block_size``.
     """
-    ordered = [(f"recipe.rules[{i}]", rule) for i, rule in enumerate(recipe_rules)]
-    for i, rule in enumerate(PRESETS[preset]):
-        if rule.precision == "int4":
-            rule = rule.model_copy(update={"block_size": int4_block_size})
-        ordered.append((f"preset:{preset}[{i}]", rule))
+    ordered = [(f"recipe.rules[{i}]", _with_block(rule, int4_block_size, keep=True)) for i, rule in enumerate(recipe_rules)]
+    ordered += [(f"preset:{preset}[{i}]", _with_block(rule, int4_block_size, keep=False)) for i, rule in enumerate(PRESETS[preset])]
     return tuple(ordered)

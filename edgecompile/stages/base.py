@@ -80,12 +80,22 @@ def upstream(ctx: BuildContext, stages: tuple[str, ...]) -> dict[str, str]:
     return {f"stage:{s}": hash_value(manifest.stages[s].outputs) for s in stages if s in manifest.stages}
 
 
+def _save_traceback(ctx: BuildContext, stage: str, exc: BaseException) -> Path:
+    """Keep the full traceback of a failed stage: the one-line error names this file."""
+    import traceback
+
+    log = ctx.path("logs", f"{stage}.traceback.txt")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(exc)))
+    return log
+
+
 def stage_inputs(ctx: BuildContext, stage: Stage) -> dict[str, str]:
     """The inputs that decide whether ``stage`` is redone (what the manifest fingerprints)."""
-    from edgecompile import __version__
-
-    # A new edgecompile may produce different outputs from the same inputs: its version is an input.
-    return {"edgecompile": __version__, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
+    # The tools that write a stage's outputs are inputs too: upgrading torch, onnxruntime, the QNN
+    # SDK, coremltools or edgecompile itself redoes the stages they touch.
+    tools = ",".join(f"{k}={v}" for k, v in sorted(tool_versions().items()))
+    return {"tools": tools, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
 
 
 def run_stage(ctx: BuildContext, stage: Stage, *, force: bool = False, completed: tuple[str, ...] = ()) -> StageResult:
@@ -100,12 +110,15 @@ def run_stage(ctx: BuildContext, stage: Stage, *, force: bool = False, completed
     try:
         with _PeakRss() as rss, staged_directory(ctx.path(stage.name)) as out:
             summary = stage.run(ctx, out)
+    except StageError as exc:  # raised by a backend: add what ran before it
+        raise StageError(stage.name, exc.detail, completed) from exc
     except EdgecompileError:
         raise
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # a tool (torch, onnxruntime, ...) failed inside the stage
-        raise StageError(stage.name, f"{type(exc).__name__}: {exc}", completed) from exc
+    except Exception as exc:  # a tool (torch, onnxruntime, ...) or a bug failed inside the stage
+        log = _save_traceback(ctx, stage.name, exc)
+        raise StageError(stage.name, f"{type(exc).__name__}: {exc} (traceback: {log})", completed) from exc
     wall = time.perf_counter() - start
     final = ctx.path(stage.name)
     record = StageRecord(

@@ -9,6 +9,7 @@ import onnx
 
 from edgecompile.calibration.ranges import TensorRanges, save_ranges
 from edgecompile.calibration.streaming import calibrate_component
+from edgecompile.errors import InputError
 from edgecompile.plan.plan import PrecisionPlan
 from edgecompile.stages.annotate import load_plan
 from edgecompile.stages.base import Stage, upstream
@@ -51,8 +52,13 @@ class CalibrateStage(Stage):
             if not tensors:
                 continue
             feeds = ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
-            per_component[component] = calibrate_component(
-                model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.histogram_bins, percentile=c.percentile
-            )
+            try:
+                per_component[component] = calibrate_component(
+                    model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.histogram_bins, percentile=c.percentile
+                )
+            except ValueError as exc:
+                if "no inputs" not in str(exc):
+                    raise
+                raise InputError(f"{ctx.resolved.recipe_path}: calibration.set: '{c.set}' yields no samples for component {component} (it needs {'images' if 'vision' in component else 'text'})") from None
         save_ranges(out / RANGES_FILE, per_component)
         return {"method": c.method, "set": c.set, "tensors": {k: len(v.ranges) for k, v in per_component.items()}, "samples": {k: v.samples for k, v in per_component.items()}}

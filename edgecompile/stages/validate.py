@@ -37,7 +37,7 @@ class ValidateStage(Stage):
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         gates = [g.model_dump_json() for g in ctx.recipe.gates]
-        return {**upstream(ctx, self.requires), "eval": ctx.recipe.eval.model_dump_json(), "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.recipe.budget_gates}"}
+        return {**upstream(ctx, self.requires), "eval": ctx.recipe.eval.model_dump_json(), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.recipe.budget_gates}"}
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         report = validate(ctx, out)
@@ -109,10 +109,12 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
             metrics[f"latency.{c}.p90_ms"] = lat["p90_ms"]
             metrics[f"latency.{c}.speedup_vs_reference"] = ref_latency[c]["p50_ms"] / lat["p50_ms"]
         metrics["latency.p90_ms"] = sum(lat["p90_ms"] for lat in latency.values())
-        metrics["memory.peak_mb"] = max(lat["peak_rss_mb"] for lat in latency.values())
+        # On the device every component is resident at once: one runtime baseline plus each component's own memory.
+        baseline = max(lat["peak_rss_mb"] - lat["runtime_rss_mb"] for lat in latency.values())
+        metrics["memory.peak_mb"] = baseline + sum(lat["runtime_rss_mb"] for lat in latency.values())
     else:
         notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
-        metrics.update(backend.structural_check(artifact_dir, artifact) if hasattr(backend, "structural_check") else {})
+        metrics.update(backend.structural_check(artifact_dir, artifact))
 
     gates = _gates(ctx, metrics) + deep.extra_gates(ctx, out, recorder)
     manifest = Manifest.load(ctx.build_dir)

@@ -46,10 +46,10 @@ class LayerError:
     tensor: str
     precision: str
     rule: str
-    added: float | None
-    added_qdq: float | None
-    accumulated: float | None
     suggestion: str
+    added: float | None = None
+    added_qdq: float | None = None
+    accumulated: float | None = None
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:

@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(args.feeds, allow_pickle=False) as data:
         feeds = {k: data[k] for k in data.files}
     baseline_mb = high_water_mb()
-    artifact = Artifact(args.backend, {args.component: args.file}, True, "probe")
+    if (args.dir / "artifact.json").is_file():  # the build's own record: backend extras (engines, formats) included
+        saved = Artifact.load(args.dir)
+        artifact = Artifact(saved.backend, {args.component: args.file}, True, saved.where, saved.notes, saved.extra)
+    else:  # the float reference in export/
+        artifact = Artifact(args.backend, {args.component: args.file}, True, "probe")
     run = get_backend(args.backend).runner(args.dir, artifact)
     result = measure(run, args.component, feeds, args.runs, args.warmup)
     peak_mb = high_water_mb()
