@@ -25,7 +25,8 @@ def _md_to_html(markdown: str) -> str:
             rows = []
             while i < len(lines) and lines[i].startswith("|"):
                 if not re.fullmatch(r"\|(---\|)+", lines[i]):
-                    rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                    cells = re.split(r"(?<!\\)\|", lines[i].strip().removeprefix("|").removesuffix("|"))
+                    rows.append([c.strip().replace("\\|", "|") for c in cells])
                 i += 1
             head, body = rows[0], rows[1:]
             out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")

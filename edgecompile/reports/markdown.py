@@ -10,7 +10,7 @@ def _fmt(value: Any) -> str:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # rule patterns such as re:^(a|b)$ must not split the table
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
