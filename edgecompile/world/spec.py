@@ -17,6 +17,10 @@ from edgecompile.world.vocabulary import BACKGROUNDS, COLOURS, POSITIONS, SHAPES
 # Horizontal slot centres as a fraction of the image width.
 SLOT_CENTRES: dict[str, float] = {"left": 0.22, "center": 0.5, "right": 0.78}
 COUNT_PROBABILITIES: tuple[float, float, float] = (0.6, 0.2, 0.2)
+# Shapes keep their canonical orientation up to this jitter (degrees). Full rotations make
+# a square a diamond and a triangle point anywhere, which a tiny ViT trained for minutes on
+# a CPU cannot learn to ignore; a jitter keeps some pose variation.
+ROTATION_JITTER = 20.0
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def draw_scene(rng: np.random.Generator, size: int) -> SceneSpec:
             cx=float((SLOT_CENTRES[position] + rng.uniform(-x_jitter, x_jitter)) * size),
             cy=float((0.5 + rng.uniform(-0.2, 0.2)) * size),
             radius=float(rng.uniform(*radius_range) * size),
-            rotation=float(rng.uniform(0, 360)),
+            rotation=float(rng.uniform(-ROTATION_JITTER, ROTATION_JITTER)),
             hue=float(base_hue + rng.uniform(-jitter, jitter)),
             saturation=float(rng.uniform(0.75, 1.0)),
             value=float(rng.uniform(0.8, 1.0)),

@@ -14,9 +14,7 @@ from edgecompile.zoo.images import image_processor
 from edgecompile.zoo.tokenizer import IMAGE, build_tokenizer, wrap
 
 IMAGE_SIZE = 96
-PATCH_SIZE = 16
-IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2  # CLS is dropped ("default" strategy)
-MAX_LENGTH = 96
+MAX_LENGTH = 160
 
 # Messages are [{"role": "user"|"assistant", "content": str | [{"type": "image"|"text"}]}].
 CHAT_TEMPLATE = (
@@ -47,24 +45,29 @@ def build_tokenizer_fast() -> PreTrainedTokenizerFast:
                 extra={"extra_special_tokens": {"image_token": IMAGE}})
 
 
-def build_processor() -> LlavaProcessor:
+def image_tokens(patch_size: int) -> int:
+    """Image placeholder tokens per image: one per patch (CLS dropped, "default" strategy)."""
+    return (IMAGE_SIZE // patch_size) ** 2
+
+
+def build_processor(patch_size: int) -> LlavaProcessor:
     """LlavaProcessor: CLIP image processor, tokenizer, image-token expansion, chat template."""
     return LlavaProcessor(
         image_processor=image_processor(IMAGE_SIZE), tokenizer=build_tokenizer_fast(),
-        patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
+        patch_size=patch_size, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE, image_token=IMAGE,
     )
 
 
 def llava_config(vision: CLIPVisionConfig, vocab_size: int, image_token_id: int) -> LlavaConfig:
-    """CLIP vision tower + 2-layer MLP projector + a small Llama decoder (GQA 4/2 heads)."""
+    """CLIP vision tower + 2-layer MLP projector + a 2-layer Llama decoder (GQA 4/2 heads)."""
     text = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_LENGTH,
         pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False,
     )
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=image_token_id,
-        image_seq_length=IMAGE_TOKENS, vision_feature_select_strategy="default",
+        image_seq_length=image_tokens(vision.patch_size), vision_feature_select_strategy="default",
         vision_feature_layer=-2, projector_hidden_act="gelu",
     )

@@ -38,7 +38,7 @@ PEAK_LR = 2e-3
 TEMPLATES = ("a photo of a {label}", "a {label}", "{caption}", "an image with {caption}")
 
 
-def clip_config(vocab_size: int) -> CLIPConfig:
+def clip_config(vocab_size: int, patch_size: int = 16) -> CLIPConfig:
     """The shapes-clip architecture: ViT 4x128 (MLP 256, patch 16 on 96px), text 3x128, proj 128."""
     return CLIPConfig(
         text_config={
@@ -49,7 +49,7 @@ def clip_config(vocab_size: int) -> CLIPConfig:
         },
         vision_config={
             "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
-            "num_attention_heads": 4, "image_size": IMAGE_SIZE, "patch_size": 16,
+            "num_attention_heads": 4, "image_size": IMAGE_SIZE, "patch_size": patch_size,
         },
         projection_dim=128,
     )
@@ -69,9 +69,10 @@ def validation_accuracy(model: CLIPModel, tok, val_pixels: torch.Tensor,
     model.eval()
     enc = tok([class_prompt(c) for c in CLASS_NAMES], padding="max_length",
               max_length=TEXT_LENGTH, return_tensors="pt")
+    enc = enc.to(model.device)
     text = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-    image = model.get_image_features(pixel_values=normalize(val_pixels))
-    text, image = _tensor(text), _tensor(image)
+    image = model.get_image_features(pixel_values=normalize(val_pixels).to(model.device))
+    text, image = _tensor(text).cpu(), _tensor(image).cpu()
     model.train()
     return zero_shot_accuracy(image.numpy(), text.numpy(), val_labels.tolist())
 
@@ -90,6 +91,8 @@ def contrastive_loss(model: CLIPModel, tok, pixel_values: torch.Tensor, labels: 
     unique = sorted(set(texts))
     text_labels = torch.tensor([int(labels[texts.index(t)]) for t in unique])
     enc = tok(unique, padding="max_length", max_length=TEXT_LENGTH, return_tensors="pt")
+    enc, pixel_values = enc.to(model.device), pixel_values.to(model.device)
+    labels, text_labels = labels.to(model.device), text_labels.to(model.device)
     out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                 pixel_values=pixel_values)
     positives = (labels[:, None] == text_labels[None, :]).float()
@@ -102,7 +105,8 @@ def contrastive_loss(model: CLIPModel, tok, pixel_values: torch.Tensor, labels: 
 
 def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_count: int,
           threads: int, *, eval_every: int = 100, target: float = 0.96,
-          max_minutes: float = 18.0) -> ModelCard:
+          max_minutes: float = 18.0, device: str = "cpu",
+          patch_size: int = 16, peak_lr: float = PEAK_LR) -> ModelCard:
     """Train, save with save_pretrained, reload from disk, evaluate and write the card."""
     setup(seed, threads)
     progress = Progress()
@@ -116,13 +120,13 @@ def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_c
     val_labels = torch.tensor([CLASS_NAMES.index(s.label) for s in val])
     print(f"generated {train_count} train scenes in {progress.elapsed():.1f}s", file=sys.stderr)
 
-    model = CLIPModel(clip_config(len(tok)))
+    model = CLIPModel(clip_config(len(tok), patch_size)).to(device)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.05)
     rng = np.random.default_rng(seed)
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, warmup=min(100, steps // 10 + 1), peak=PEAK_LR)
+            group["lr"] = cosine_lr(step, steps, warmup=min(100, steps // 10 + 1), peak=peak_lr)
         idx = torch.from_numpy(rng.choice(train_count, size=batch, replace=False))
         texts = [TEMPLATES[rng.integers(len(TEMPLATES))].format(
             label=scenes[i].label, caption=scenes[i].caption) for i in idx.tolist()]
@@ -144,6 +148,7 @@ def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_c
     train_seconds = progress.elapsed()
 
     out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu()
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     # Also the classic preprocessor_config.json, for tools that read only that file.
@@ -157,7 +162,8 @@ def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_c
         train_steps=steps_run, train_cpu_seconds=round(progress.cpu_seconds(), 1),
         train_command=f"python -m edgecompile.zoo.train_clip --out {out} --seed {seed} "
                       f"--steps {steps} --batch {batch} --train-count {train_count} "
-                      f"--eval-every {eval_every} --target {target} --max-minutes {max_minutes}",
+                      f"--eval-every {eval_every} --target {target} --max-minutes {max_minutes} "
+                      f"--threads {threads} --device {device} --patch-size {patch_size} --lr {peak_lr}",
     )
     write_card(out, card)
     return card
@@ -179,10 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-count", type=int, default=6000)
     parser.add_argument("--eval-count", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device to train on")
+    parser.add_argument("--patch-size", type=int, default=16, choices=(12, 16, 24, 32))
+    parser.add_argument("--lr", type=float, default=PEAK_LR, help="peak learning rate")
     args = parser.parse_args(argv)
     card = train(args.out, args.seed, args.steps, args.batch, args.train_count,
                  args.eval_count, args.threads, eval_every=args.eval_every,
-                 target=args.target, max_minutes=args.max_minutes)
+                 target=args.target, max_minutes=args.max_minutes, device=args.device,
+                 patch_size=args.patch_size, peak_lr=args.lr)
     print(card.model_dump_json(indent=2))
     return 0
 

@@ -17,7 +17,7 @@ def test_no_unknown_words_in_world_texts():
 
 
 def test_chat_template_matches_training_prompt():
-    processor = build_processor()
+    processor = build_processor(16)
     messages = [{"role": "user", "content": [
         {"type": "image"}, {"type": "text", "text": "what shape is it?"}]}]
     rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
