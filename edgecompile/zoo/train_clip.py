@@ -2,6 +2,9 @@
 
     python -m edgecompile.zoo.train_clip --out edgecompile/zoo/models/shapes-clip --seed 0
 
+The bundled weights were trained in three stages (`--init` continues a checkpoint); the
+exact commands are in the model's edgecompile_card.json.
+
 Training stops at `--steps`, when zero-shot accuracy on held-out train-split scenes reaches
 `--target`, or after `--max-minutes` (the machines are shared, so wall time varies).
 
@@ -25,7 +28,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
 from edgecompile.data.evaluators import zero_shot_accuracy
 from edgecompile.world import CLASS_NAMES, class_prompt, generate
-from edgecompile.zoo.card import ModelCard, write_card
+from edgecompile.zoo.card import ModelCard, read_card, write_card
 from edgecompile.zoo.common import Progress, cosine_lr, setup
 from edgecompile.zoo.evaluate import evaluate_clip
 from edgecompile.zoo.images import image_processor, normalize, to_uint8_batch
@@ -106,7 +109,7 @@ def contrastive_loss(model: CLIPModel, tok, pixel_values: torch.Tensor, labels: 
 def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_count: int,
           threads: int, *, eval_every: int = 100, target: float = 0.96,
           max_minutes: float = 18.0, device: str = "cpu",
-          patch_size: int = 16, peak_lr: float = PEAK_LR) -> ModelCard:
+          patch_size: int = 16, peak_lr: float = PEAK_LR, init: Path | None = None) -> ModelCard:
     """Train, save with save_pretrained, reload from disk, evaluate and write the card."""
     setup(seed, threads)
     progress = Progress()
@@ -120,7 +123,12 @@ def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_c
     val_labels = torch.tensor([CLASS_NAMES.index(s.label) for s in val])
     print(f"generated {train_count} train scenes in {progress.elapsed():.1f}s", file=sys.stderr)
 
-    model = CLIPModel(clip_config(len(tok), patch_size)).to(device)
+    if init is None:
+        model = CLIPModel(clip_config(len(tok), patch_size)).to(device)
+        before = None
+    else:  # continue training a checkpoint (a second stage); the card sums both stages
+        model = CLIPModel.from_pretrained(init).to(device)
+        before = read_card(init)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.05)
     rng = np.random.default_rng(seed)
@@ -154,16 +162,24 @@ def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_c
     # Also the classic preprocessor_config.json, for tools that read only that file.
     processor.image_processor.save_pretrained(out)
     accuracy = evaluate_clip(out, eval_count, seed=0)
+    command = (f"python -m edgecompile.zoo.train_clip --out {out} --seed {seed} "
+               f"--steps {steps} --batch {batch} --train-count {train_count} "
+               f"--eval-every {eval_every} --target {target} --max-minutes {max_minutes} "
+               f"--threads {threads} --device {device} --patch-size {patch_size} --lr {peak_lr}"
+               + (f" --init {init}" if init else ""))
+    cpu_seconds = progress.cpu_seconds()
+    if before is not None:
+        command = f"{before.train_command} && {command}"
+        train_seconds += before.train_seconds
+        cpu_seconds += before.train_cpu_seconds
+        steps_run += before.train_steps
     card = ModelCard(
         name=out.name, kind="dual_encoder", task="zero-shot classification",
         metric="top-1 accuracy", eval_accuracy=round(accuracy, 4), eval_count=eval_count,
         eval_split="eval", train_seconds=round(train_seconds, 1), train_threads=threads,
         seed=seed, parameters=sum(p.numel() for p in model.parameters()),
-        train_steps=steps_run, train_cpu_seconds=round(progress.cpu_seconds(), 1),
-        train_command=f"python -m edgecompile.zoo.train_clip --out {out} --seed {seed} "
-                      f"--steps {steps} --batch {batch} --train-count {train_count} "
-                      f"--eval-every {eval_every} --target {target} --max-minutes {max_minutes} "
-                      f"--threads {threads} --device {device} --patch-size {patch_size} --lr {peak_lr}",
+        train_steps=steps_run, train_cpu_seconds=round(cpu_seconds, 1),
+        train_command=command,
     )
     write_card(out, card)
     return card
@@ -188,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device to train on")
     parser.add_argument("--patch-size", type=int, default=16, choices=(12, 16, 24, 32))
     parser.add_argument("--lr", type=float, default=PEAK_LR, help="peak learning rate")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from this trained checkpoint (second stage)")
     args = parser.parse_args(argv)
     card = train(args.out, args.seed, args.steps, args.batch, args.train_count,
                  args.eval_count, args.threads, eval_every=args.eval_every,
                  target=args.target, max_minutes=args.max_minutes, device=args.device,
-                 patch_size=args.patch_size, peak_lr=args.lr)
+                 patch_size=args.patch_size, peak_lr=args.lr, init=args.init)
     print(card.model_dump_json(indent=2))
     return 0
 
