@@ -1,0 +1,59 @@
+"""Turn YAML and pydantic failures into `file:line: field: expected ...` messages.
+
+Why: a user editing a calibration-set YAML must see which line and field to fix, not a
+pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from edgecompile.data.errors import DataError
+
+
+def load_yaml_mapping(path: Path) -> tuple[dict, dict[str, int]]:
+    """Load a YAML mapping with `yaml.safe_load`; return it with top-level key -> line."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise DataError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of fields at the top level, "
+                        f"got {type(data).__name__}")
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, _ in node.value:
+            lines[str(key.value)] = key.start_mark.line + 1
+    return data, lines
+
+
+def format_validation_error(path: Path, exc: ValidationError, lines: dict[str, int]) -> DataError:
+    """Return a DataError with one `file:line: field: message` line per pydantic error."""
+    messages = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        # Discriminated unions put the tag ("world"/"folder") first in the location.
+        if loc and loc[0] in ("world", "folder") and len(loc) > 1:
+            loc = loc[1:]
+        field = ".".join(loc) or "(top level)"
+        line = lines.get(loc[0]) if loc else None
+        where = f"{path}:{line}" if line else str(path)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        messages.append(f"{where}: {field}: {msg}")
+    return DataError("\n".join(messages))
