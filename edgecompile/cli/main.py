@@ -11,6 +11,7 @@ from edgecompile.cli.report_cmd import report_cmd
 from edgecompile.cli.robustness_cmd import robustness_cmd
 from edgecompile.cli.sweep_cmd import sweep_cmd
 from edgecompile.cli.run_cmd import run_cmd
+from edgecompile.cli_zoo import zoo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,12 +27,7 @@ def main() -> None:
 for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
     main.add_command(command)
 
-try:
-    from edgecompile.cli_zoo import zoo  # the bundled models (edgecompile.zoo)
-except ImportError:  # pragma: no cover - zoo not installed
-    pass
-else:
-    main.add_command(zoo)
+main.add_command(zoo)
 
 
 if __name__ == "__main__":  # python -m edgecompile.cli.main

@@ -29,7 +29,20 @@ def zero_shot_eval_set(count: int, seed: int = 0, size: int = 96) -> ZeroShotEva
                            prompts=[class_prompt(c) for c in CLASS_NAMES])
 
 
-def vqa_eval_set(count: int, seed: int = 0, size: int = 96) -> list[Sample]:
+@dataclass(frozen=True)
+class VqaEvalSet:
+    """Question-answer samples; the same ``.samples`` shape the evaluators read from every eval set."""
+
+    samples: list[Sample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):  # noqa: ANN204 - iterates the samples
+        return iter(self.samples)
+
+
+def vqa_eval_set(count: int, seed: int = 0, size: int = 96) -> VqaEvalSet:
     """Return `count` question-answer samples, cycling question kinds across eval scenes.
 
     Scene i contributes its question number (i mod number-of-questions), so every kind of
@@ -41,4 +54,4 @@ def vqa_eval_set(count: int, seed: int = 0, size: int = 96) -> list[Sample]:
         question, answer = scene.qa[i % len(scene.qa)]
         samples.append(Sample(image=scene.image, text=question, label=scene.label,
                               question=question, answer=answer))
-    return samples
+    return VqaEvalSet(samples)
