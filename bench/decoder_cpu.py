@@ -3,7 +3,9 @@
 A random-weight Llama (hidden 1024, 12 layers by default) is saved with save_pretrained, exported with
 edgecompile's decoder-with-KV-cache export, planned with the ``vlm-default`` preset (INT4 block-wise
 weight-only decoder linears; the lm_head also INT4 here, as onnxruntime-genai's builder does) and
-quantized with edgecompile's MatMulNBits pass (onnxruntime's quantizer, RTN). Decode tokens/s is
+quantized with edgecompile's MatMulNBits pass (onnxruntime's quantizer, RTN), then fused into ONNX Runtime
+contrib ops by the ORT CPU build's decoder step (GroupQueryAttention, SkipSimplifiedLayerNormalization,
+packed QKV; the FP32 graph is the unfused export). Both run with edgecompile's CPU session settings. Decode tokens/s is
 measured in one run, same prompt length and step count, for the FP32 graph and the INT4 graph on ONNX
 Runtime, and for onnxruntime-genai's model builder output (its own runtime) when the package is installed.
 Last line: JSON with decode_speedup (INT4 / FP32), peer_ratio (ours / genai), size_ratio (FP32 bytes / INT4 bytes).
@@ -29,11 +31,10 @@ import torch
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """edgecompile's own CPU session settings (what its runner uses)."""
+    from edgecompile.backends.ort_cpu import cpu_session
+
+    return cpu_session(path, threads)
 
 
 def decode_rate(path: Path, layout, prompt: int, steps: int, threads: int) -> float:  # noqa: ANN001
@@ -100,6 +101,7 @@ def main() -> None:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from edgecompile.backends.decoder_prep import prepare_decoder
     from edgecompile.backends.ort_quant import insert_matmul_nbits
     from edgecompile.models.adapter import ComponentSpec
     from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs
@@ -129,6 +131,7 @@ def main() -> None:
     t0 = time.perf_counter()
     int4_model = insert_matmul_nbits(graph, plan.for_component("decoder"), "rtn")
     quant_s = time.perf_counter() - t0
+    int4_model, fusion_note = prepare_decoder(int4_model, "decoder")  # the ORT CPU build's decoder step
     int4 = tmp / "decoder_int4.onnx"
     onnx.save(int4_model, str(int4))
     nbits = sum(1 for n in int4_model.graph.node if n.op_type == "MatMulNBits")
@@ -141,7 +144,7 @@ def main() -> None:
         "config": {"hidden": args.hidden, "layers": args.layers, "vocab": args.vocab, "prompt": args.prompt, "steps": args.steps, "threads": args.threads, "int4_block": args.block},
         "export_s": round(export_s, 1), "quantize_s": round(quant_s, 1), "matmulnbits_nodes": nbits,
         "fp32_tokens_per_s": round(fp32_rate, 2), "int4_tokens_per_s": round(int4_rate, 2), "peer_tokens_per_s": None if peer_rate is None else round(peer_rate, 2),
-        "fp32_mb": round(fp32_bytes / 2**20, 1), "int4_mb": round(int4_bytes / 2**20, 1), "peer_mb": None if peer_bytes is None else round(peer_bytes / 2**20, 1), "peer": peer_note,
+        "fp32_mb": round(fp32_bytes / 2**20, 1), "int4_mb": round(int4_bytes / 2**20, 1), "peer_mb": None if peer_bytes is None else round(peer_bytes / 2**20, 1), "peer": peer_note, "fusion": fusion_note,
         "decode_speedup": round(int4_rate / fp32_rate, 3),
         "peer_ratio": None if peer_rate is None else round(int4_rate / peer_rate, 3),
         "size_ratio": round(fp32_bytes / int4_bytes, 3),

@@ -150,7 +150,7 @@ def attribute_layers(
         tensor = node.output[0]
         base = dict(component=component, node=entry.node, op_type=entry.op_type, tensor=tensor, precision=entry.precision, rule=entry.rule, suggestion=_suggestion(entry, fp16_native))
         if tensor not in cand_tensors:
-            results.append(LayerError(**base, added=None, accumulated=None, note="output tensor not found by name in the compiled graph"))
+            results.append(LayerError(**base, added=None, added_qdq=None, accumulated=None, note="output tensor not found by name in the compiled graph"))
             continue
         effective = _effective_output(candidate, tensor)
         accumulated = _ErrorAccumulator()
