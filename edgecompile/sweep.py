@@ -62,6 +62,9 @@ def points(base: dict[str, Any], axes: dict[str, list[Any]]) -> list[tuple[str, 
             for p in parents:
                 node = node.setdefault(p, {})
             node[leaf] = value
+        calibration = doc.get("calibration", {})
+        if calibration.get("method", "minmax") != "percentile":
+            calibration.pop("percentile", None)  # the base's percentile means nothing for minmax/entropy points
         name = "-".join([base["name"], *(_slug(v) for v in combo)])
         doc["name"] = name
         out.append((name, doc))

@@ -107,7 +107,7 @@ class QnnBackend(Backend):
         activation = q.activation_type if "activation_type" in q.model_fields_set else "uint16"
         if activation == "int8":
             raise InputError(f"recipes/{inputs.recipe.name}.yaml: quantization.activation_type: int8 activations are not QNN-compatible; expected uint8 or uint16")
-        return HtpQuantSettings(activation_type=activation, weight_type=options.weight_type, method=c.method, percentile=c.percentile, bins=c.histogram_bins)
+        return HtpQuantSettings(activation_type=activation, weight_type=options.weight_type, method=c.method, percentile=c.percentile, bins=c.bins)
 
     def build(self, inputs: BuildInputs) -> Artifact:
         from edgecompile.backends.qnn_graph import prepare, static_shapes

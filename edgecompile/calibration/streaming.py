@@ -59,11 +59,20 @@ class _Histogram:
 
         self.collector = HistogramCollector(method=method, symmetric=symmetric, num_bins=bins, num_quantized_bins=128, percentile=percentile, scenario="same")
         self.minmax = _MinMax()
+        self.minmax_only: set[str] = set()
 
     def update(self, values: dict[str, np.ndarray]) -> None:
         self.minmax.update(values)
         with contextlib.redirect_stdout(io.StringIO()):  # the collector prints on every call
-            self.collector.collect({k: v.astype(np.float32, copy=False) for k, v in values.items() if v.size})
+            for name, value in values.items():
+                if not value.size or name in self.minmax_only:
+                    continue
+                try:
+                    self.collector.collect({name: value.astype(np.float32, copy=False)})
+                except ValueError:
+                    # numpy cannot bin a (near-)constant tensor: its min/max is its range.
+                    self.minmax_only.add(name)
+                    self.collector.histogram_dict.pop(name, None)
 
     def result(self) -> dict[str, tuple[float, float]]:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -24,7 +24,12 @@ class Calibration(Strict):
     percentile: float = Field(default=99.999, gt=50.0, le=100.0)
     set: str = "balanced"
     samples: int = Field(default=64, ge=1, le=100_000)
-    histogram_bins: int = Field(default=2048, ge=128, le=65_536)
+    # None: onnxruntime's defaults, 128 bins for entropy (its KL search is quadratic in bins), 2048 for percentile
+    histogram_bins: int | None = Field(default=None, ge=128, le=65_536)
+
+    @property
+    def bins(self) -> int:
+        return self.histogram_bins or (128 if self.method == "entropy" else 2048)
 
     @model_validator(mode="after")
     def _percentile_only_for_percentile(self) -> Calibration:

@@ -23,6 +23,8 @@ RANGES_FILE = "ranges.json"
 def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component: str) -> list[str]:
     """Activations feeding or leaving INT8 nodes, and outputs of FP16 nodes (for FP16 safety)."""
     constants = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    float_tensors = {v.name for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output) if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     wanted = {e.node: e.precision for e in plan.for_component(component) if e.precision in ("int8", "fp16")}
     tensors: list[str] = []
     for node in model.graph.node:
@@ -30,7 +32,7 @@ def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component:
         if precision is None:
             continue
         names = list(node.output) + (list(node.input[:1]) if precision == "int8" else [])
-        tensors += [t for t in names if t and t not in constants and t not in tensors]
+        tensors += [t for t in names if t and t in float_tensors and t not in constants and t not in tensors]  # shapes and indices have no range
     return tensors
 
 
@@ -54,7 +56,7 @@ class CalibrateStage(Stage):
             feeds = ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
             try:
                 per_component[component] = calibrate_component(
-                    model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.histogram_bins, percentile=c.percentile
+                    model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.bins, percentile=c.percentile
                 )
             except ValueError as exc:
                 if "no inputs" not in str(exc):

@@ -34,7 +34,8 @@ def test_minmax_covers_the_outlier() -> None:
 
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_histogram_methods_clip_the_rare_outlier(method: str) -> None:
-    ranges = calibrate_component(_relu_model(), ["x"], _feeds(20), method=method, percentile=99.9, bins=2048)
+    bins = 128 if method == "entropy" else 2048  # onnxruntime's defaults (its entropy search is quadratic in bins)
+    ranges = calibrate_component(_relu_model(), ["x"], _feeds(20), method=method, percentile=99.9, bins=bins)
     lo, hi = ranges.ranges["x"]
     assert 2.0 < hi < 50.0, (lo, hi)  # the single 100.0 is clipped away, the bulk is kept
     assert lo < -1.0
