@@ -75,14 +75,19 @@ class OrtCpuBackend(Backend):
         return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})", notes=notes)
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
-        sessions: dict[str, ort.InferenceSession] = {}
+        return cpu_runner(artifact_dir, artifact.components)
 
-        def run(component: str, feeds: Feeds) -> Outputs:
-            if component not in sessions:
-                sessions[component] = cpu_session(artifact_dir / artifact.components[component])
-            session = sessions[component]
-            names = [o.name for o in session.get_outputs()]
-            wanted = {i.name for i in session.get_inputs()}
-            return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
 
-        return run
+def cpu_runner(directory: Path, files: dict[str, str]) -> ComponentRunner:
+    """Run ONNX components on ONNX Runtime CPU, one lazily opened session each; extra feeds are ignored."""
+    sessions: dict[str, ort.InferenceSession] = {}
+
+    def run(component: str, feeds: Feeds) -> Outputs:
+        if component not in sessions:
+            sessions[component] = cpu_session(directory / files[component])
+        session = sessions[component]
+        names = [o.name for o in session.get_outputs()]
+        wanted = {i.name for i in session.get_inputs()}
+        return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
+
+    return run

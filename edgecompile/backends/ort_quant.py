@@ -18,7 +18,7 @@ from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.errors import InputError
 from edgecompile.plan.plan import PlanEntry
 
-_QTYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+QTYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry],
         model,
         _granularity(int8, component),
         False,  # reduce_range
-        getattr(QuantType, _QTYPES[settings.weight_type]),
-        getattr(QuantType, _QTYPES[settings.activation_type]),
+        getattr(QuantType, QTYPES[settings.weight_type]),
+        getattr(QuantType, QTYPES[settings.activation_type]),
         ranges.to_ort(),
         [e.node for e in int8],
         [],

@@ -23,7 +23,7 @@ from onnx import numpy_helper
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.calibration.streaming import calibrate_component
 
-_QTYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+from edgecompile.backends.ort_quant import QTYPES as _QTYPES
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
-from edgecompile.backends.ort_cpu import cpu_session
+from edgecompile.backends.ort_cpu import cpu_runner
 from edgecompile.backends.registry import register
 from edgecompile.backends.trt_onnx import check_explicit_quantization, explicit_quantization_graph
 from edgecompile.errors import BackendUnavailable, InputError
@@ -194,17 +194,7 @@ class TensorRtBackend(Backend):
         engines = artifact.extra.get("engines") or {}
         if engines:
             return self._trt_runner(artifact_dir, engines)
-        sessions: dict[str, Any] = {}
-
-        def run(component: str, feeds: Feeds) -> Outputs:
-            if component not in sessions:
-                sessions[component] = cpu_session(artifact_dir / artifact.components[component])
-            session = sessions[component]
-            names = [o.name for o in session.get_outputs()]
-            wanted = {i.name for i in session.get_inputs()}
-            return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
-
-        return run
+        return cpu_runner(artifact_dir, artifact.components)  # the stand-in: the same ONNX on ORT CPU
 
     def _trt_runner(self, artifact_dir: Path, engines: dict[str, str]) -> ComponentRunner:
         version, gpu, reason = tensorrt_status()

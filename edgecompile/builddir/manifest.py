@@ -75,9 +75,3 @@ class Manifest:
     def record(self, stage: str, record: StageRecord) -> None:
         self.stages[stage] = record
         self.save()
-
-    def forget_after(self, stages: tuple[str, ...]) -> None:
-        """Drop records of ``stages`` (later stages whose inputs just changed)."""
-        for name in stages:
-            self.stages.pop(name, None)
-        self.save()

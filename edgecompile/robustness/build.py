@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecompile.backends.base import Artifact
-from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.ort_cpu import cpu_runner
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import staged_directory, write_json
 from edgecompile.errors import BackendUnavailable
@@ -27,7 +26,7 @@ def run_robustness(ctx: BuildContext, corruptions: tuple[str, ...], severities: 
     exported = {c: p.name for c, p in exported_files(ctx).items()}
     runners = {
         "artifact": get_backend(artifact.backend).runner(artifact_dir, artifact),
-        "reference": OrtCpuBackend().runner(ctx.path("export"), Artifact("ort-cpu", exported, True, "reference")),
+        "reference": cpu_runner(ctx.path("export"), exported),
     }
     data = eval_set if eval_set is not None else eval_data(ctx.recipe.eval.set, samples or ctx.recipe.eval.samples, ctx.adapter.family)
     result = evaluate_robustness(ctx.adapter, ctx.loaded(), runners, limit_samples(data, samples), corruptions, severities, seed, progress)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgecompile.backends.base import artifact_bytes
-from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.ort_cpu import cpu_runner
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
 from edgecompile.builddir.manifest import Manifest
@@ -69,7 +69,7 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
     notes: list[str] = list(artifact.notes)
 
     recorder = deep.recorder_for(ctx)
-    reference_run = recorder.wrap(OrtCpuBackend().runner(ctx.path("export"), _as_artifact(ref_files)))
+    reference_run = recorder.wrap(cpu_runner(ctx.path("export"), ref_files))
     ref_metrics, ref_outputs = ctx.adapter.evaluate(loaded, reference_run, data)
     deep.save_reference(recorder, out)
     np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
@@ -132,12 +132,6 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
         "where": {"backend": artifact.backend, "executed": artifact.runs_here, "description": artifact.where, "machine": platform.machine(), "host": platform.node(), "system": platform.platform()},
         "notes": notes,
     }
-
-
-def _as_artifact(files: dict[str, str]):  # noqa: ANN202
-    from edgecompile.backends.base import Artifact
-
-    return Artifact("ort-cpu", files, True, "reference")
 
 
 def _gates(ctx: BuildContext, metrics: dict[str, Any]) -> list[GateResult]:
