@@ -28,7 +28,7 @@ class QdqSettings:
     activation_type: str = "uint8"
     weight_type: str = "int8"
     activation_symmetric: bool = False
-    weight_symmetric: bool = True
+    weight_symmetric: bool | None = None  # None: as the plan's rules say; True/False: the backend requires it
     extra: dict = field(default_factory=dict)
 
 
@@ -37,6 +37,16 @@ def _granularity(entries: list[PlanEntry], component: str) -> bool:
     if len(kinds) > 1:
         raise InputError(f"{component}: INT8 weights mix per-tensor and per-channel granularity; onnxruntime's QDQ quantizer takes one per graph")
     return kinds == {"per_channel"}
+
+
+def _weight_symmetry(entries: list[PlanEntry], component: str, required: bool | None) -> bool:
+    """INT8 weights are symmetric. A rule asking otherwise is refused, not silently ignored:
+    onnxruntime 1.32's QDQ quantizer kept per-channel INT8 weights symmetric (zero point 0) even
+    with WeightSymmetric=False (checked on the tiny CLIP)."""
+    asymmetric = sorted({e.node for e in entries if not e.symmetric})
+    if asymmetric or required is False:
+        raise InputError(f"{component}: rule field 'symmetric: false' on INT8 weights ({', '.join(asymmetric[:3])}...) is not supported; INT8 weights are quantized symmetric (zero point 0)")
+    return True
 
 
 def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry], ranges: TensorRanges, settings: QdqSettings) -> onnx.ModelProto:
@@ -49,7 +59,7 @@ def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry],
 
     extra = {
         "ActivationSymmetric": settings.activation_symmetric,
-        "WeightSymmetric": settings.weight_symmetric,
+        "WeightSymmetric": _weight_symmetry(int8, component, settings.weight_symmetric),
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
         **settings.extra,
     }

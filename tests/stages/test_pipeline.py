@@ -114,3 +114,16 @@ def test_failed_first_build_leaves_no_artifact_dir(tiny_clip: Path, tmp_path: Pa
         run_until(ctx, "export")
     assert not (tmp_path / "b" / "export").exists()
     assert not list((tmp_path / "b").glob(".*partial*"))
+
+
+def test_asymmetric_int8_weight_rule_is_refused_not_ignored(build_copy: Path) -> None:
+    """A rule asking asymmetric INT8 weights fails the build with exit 3 instead of being dropped."""
+    from click.testing import CliRunner
+
+    from edgecompile.cli.main import main
+
+    recipe = Path(json.loads((build_copy / "build.json").read_text())["recipe"])
+    recipe.write_text(recipe.read_text() + "rules:\n  - {match: {role: mlp}, precision: int8, symmetric: false}\n")
+    result = CliRunner().invoke(main, ["build", "--build", str(build_copy)])
+    assert result.exit_code == 3, result.output
+    assert "symmetric: false" in result.output and "not supported" in result.output
