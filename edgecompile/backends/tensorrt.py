@@ -16,9 +16,11 @@ says so.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -178,14 +180,19 @@ class TensorRtBackend(Backend):
         return Artifact(self.name, files, runs_here=True, where=f"stand-in: explicit-quantization ONNX on ONNX Runtime CPU ({STAND_IN})", notes=notes, extra=extra)
 
     def _engine(self, inputs: BuildInputs, name: str, profile: dict, workspace: int, version: str, gpu: str) -> str:
-        key = engine_cache_key(inputs.out_dir / name, inputs.recipe.model_dump_json(), version, gpu)
+        # The profile and workspace come from the target; they shape the engine as much as the recipe does.
+        settings = json.dumps({"recipe": json.loads(inputs.recipe.model_dump_json()), "target": json.loads(inputs.target.model_dump_json()), "profile": profile, "workspace": workspace}, sort_keys=True, default=str)
+        key = engine_cache_key(inputs.out_dir / name, settings, version, gpu)
         cache = _cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
         cached = cache / f"{key}.engine"
         if not cached.exists():
-            partial = cache / f"{key}.engine.partial"
-            build_engine(inputs.out_dir / name, partial, profile, workspace, cache / "timing.cache")
-            partial.replace(cached)
+            partial = cache / f"{key}.engine.partial-{uuid.uuid4().hex[:8]}"  # concurrent builds never share one
+            try:
+                build_engine(inputs.out_dir / name, partial, profile, workspace, cache / "timing.cache")
+                partial.replace(cached)
+            finally:
+                partial.unlink(missing_ok=True)
         engine_name = f"{Path(name).stem}.engine"
         shutil.copyfile(cached, inputs.out_dir / engine_name)
         return engine_name
