@@ -107,29 +107,30 @@ _FLOAT_SENSITIVE = (
     _rule(None, "embedding lookups stay float: gathers gain nothing from INT8", role="embeddings"),
 )
 
+# What every VLM preset keeps out of integer precision, in this order.
+_VLM_FLOAT = (
+    _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
+    _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
+    *_FLOAT_SENSITIVE,
+)
+
 PRESETS: dict[str, tuple[PrecisionRule, ...]] = {
     "fp32": (_rule("fp32", "preset fp32: the float reference"),),
     "fp16": (*_FLOAT_SENSITIVE[:2], _rule("fp16", "preset fp16: everything in half precision"),),
     "w8a8": (
-        _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
-        _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
-        *_FLOAT_SENSITIVE,
+        *_VLM_FLOAT,
         _rule("int8", "preset w8a8: W8A8 for every linear layer", role=_ENCODER_LINEARS),
         _rule("int8", "preset w8a8: W8A8 for lm_head", role="lm_head"),
         _rule(None, "default: leave in float"),
     ),
     "w4a8": (
-        _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
-        _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
-        *_FLOAT_SENSITIVE,
+        *_VLM_FLOAT,
         _rule("int4", "preset w4a8: INT4 block-wise weights for every linear, ViT included (seed 002's W4A8); activations quantized to INT8 per block at run time", role=_ENCODER_LINEARS),
         _rule("int4", "preset w4a8: INT4 lm_head", role="lm_head"),
         _rule(None, "default: leave in float"),
     ),
     "vlm-default": (
-        _rule("fp16", "VLM plan: the patch embedding sees raw pixels and is tiny; FP16", role="patch_embed"),
-        _rule("fp16", "VLM plan: the projector maps between modalities; FP16", role="projector"),
-        *_FLOAT_SENSITIVE,
+        *_VLM_FLOAT,
         _rule("int4", "VLM plan: INT4 block-wise weight-only decoder linears (memory-bound decode)", component=_DECODER, role=_ENCODER_LINEARS),
         _rule("int8", "VLM plan: W8A8 for the lm_head (recipe may choose fp16)", component=_DECODER, role="lm_head"),
         _rule("int8", "VLM plan: W8A8 (per-channel symmetric weights) for ViT and text-encoder linears", role=_ENCODER_LINEARS),

@@ -20,6 +20,22 @@ def setup(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def report_validation(progress: Progress, step: int, accuracy: float, target: float, max_minutes: float) -> bool:
+    """Log one validation check; True when training should stop (target reached or time cap)."""
+    print(f"[{progress.elapsed():7.1f}s] step {step} validation accuracy {accuracy:.3f}", file=sys.stderr, flush=True)
+    return accuracy >= target or progress.elapsed() > max_minutes * 60
+
+
+def save_checkpoint(model: torch.nn.Module, processor, out) -> torch.nn.Module:  # noqa: ANN001 - HF processor, Path
+    """save_pretrained the model (safetensors) and processor, plus the classic preprocessor_config.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu()
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    processor.image_processor.save_pretrained(out)  # for tools that read only that file
+    return model
+
+
 def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warmup then cosine decay to 5% of peak."""
     if step < warmup:

@@ -29,7 +29,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 from edgecompile.data.evaluators import zero_shot_accuracy
 from edgecompile.world import CLASS_NAMES, class_prompt, generate
 from edgecompile.zoo.card import ModelCard, read_card, write_card
-from edgecompile.zoo.common import Progress, cosine_lr, setup
+from edgecompile.zoo.common import Progress, cosine_lr, report_validation, save_checkpoint, setup
 from edgecompile.zoo.evaluate import evaluate_clip
 from edgecompile.zoo.images import image_processor, normalize, to_uint8_batch
 from edgecompile.zoo.tokenizer import build_tokenizer, wrap
@@ -147,20 +147,12 @@ def train(out: Path, seed: int, steps: int, batch: int, train_count: int, eval_c
             model.logit_scale.clamp_(0, 4.6052)
         progress.maybe(f"step {step}/{steps} loss {loss.item():.4f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            val_acc = validation_accuracy(model, tok, val_pixels, val_labels)
-            print(f"[{progress.elapsed():7.1f}s] step {step + 1} validation accuracy "
-                  f"{val_acc:.3f}", file=sys.stderr, flush=True)
-            if val_acc >= target or progress.elapsed() > max_minutes * 60:
+            if report_validation(progress, step + 1, validation_accuracy(model, tok, val_pixels, val_labels), target, max_minutes):
                 break
     steps_run = step + 1
     train_seconds = progress.elapsed()
 
-    out.mkdir(parents=True, exist_ok=True)
-    model = model.cpu()
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    # Also the classic preprocessor_config.json, for tools that read only that file.
-    processor.image_processor.save_pretrained(out)
+    model = save_checkpoint(model, processor, out)
     accuracy = evaluate_clip(out, eval_count, seed=0)
     command = (f"python -m edgecompile.zoo.train_clip --out {out} --seed {seed} "
                f"--steps {steps} --batch {batch} --train-count {train_count} "

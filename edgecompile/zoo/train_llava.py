@@ -22,7 +22,7 @@ from transformers import CLIPModel, LlavaForConditionalGeneration
 
 from edgecompile.world import generate
 from edgecompile.zoo.card import ModelCard, write_card
-from edgecompile.zoo.common import Progress, cosine_lr, setup
+from edgecompile.zoo.common import Progress, cosine_lr, report_validation, save_checkpoint, setup
 from edgecompile.zoo.evaluate import evaluate_llava
 from edgecompile.zoo.images import normalize, to_uint8_batch
 from edgecompile.zoo.llava_parts import IMAGE_SIZE, build_processor, llava_config, prompt
@@ -156,20 +156,12 @@ def train(clip_dir: Path, out: Path, seed: int, steps: int, batch: int, train_co
         opt.step()
         progress.maybe(f"step {step}/{steps} loss {loss.item():.4f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            val_acc = validation_accuracy(model, tok, val, val_feats)
-            print(f"[{progress.elapsed():7.1f}s] step {step + 1} validation accuracy "
-                  f"{val_acc:.3f}", file=sys.stderr, flush=True)
-            if val_acc >= target or progress.elapsed() > max_minutes * 60:
+            if report_validation(progress, step + 1, validation_accuracy(model, tok, val, val_feats), target, max_minutes):
                 break
     steps_run = step + 1
     train_seconds = progress.elapsed()
 
-    out.mkdir(parents=True, exist_ok=True)
-    model = model.cpu()
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    # Also the classic preprocessor_config.json, for tools that read only that file.
-    processor.image_processor.save_pretrained(out)
+    model = save_checkpoint(model, processor, out)
     accuracy = evaluate_llava(out, eval_count, seed=0)
     card = ModelCard(
         name=out.name, kind="generative", task="visual question answering",
