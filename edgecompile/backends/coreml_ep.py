@@ -24,11 +24,10 @@ from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The whole graph in FP16 with float32 inputs/outputs, in graph order (the converter appends its Casts)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    converted = OnnxModel(convert_float_to_float16(model, keep_io_types=True))
-    converted.topological_sort()
-    return converted.model
+    from edgecompile.backends.graph_tidy import topological_sort
+
+    return topological_sort(convert_float_to_float16(model, keep_io_types=True))
 
 
 def partition_coverage(model: onnx.ModelProto) -> dict[str, Any]:

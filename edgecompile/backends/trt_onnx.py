@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgecompile.backends.graph_tidy import topological_sort
 from edgecompile.backends.ort_quant import QdqSettings, insert_qdq
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.errors import InputError
@@ -79,12 +80,9 @@ def explicit_quantization_graph(model: onnx.ModelProto, component: str, entries:
         raise InputError(f"{component}: the plan has INT8 nodes but calibration produced no ranges for it")
     model = insert_int4_block_dq(model, entries, f"{component} (recipe field 'opset')")
     model = cast_fp16_nodes(model, entries)
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    sorted_model = OnnxModel(model)
-    sorted_model.topological_sort()  # onnxruntime's rewriters append nodes; TensorRT's parser wants graph order
-    onnx.checker.check_model(sorted_model.model)
-    return sorted_model.model
+    ordered = topological_sort(model)  # onnxruntime's rewriters append nodes; TensorRT's parser wants graph order
+    onnx.checker.check_model(ordered)
+    return ordered
 
 
 @dataclass
