@@ -83,9 +83,9 @@ def main() -> None:
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    from edgecompile.backends.ort_cpu import cpu_session
+    from edgecompile.runtime.onnx_cpu import cpu_session
     from edgecompile.stages.context import BuildContext
-    from edgecompile.stages.data_sources import synthetic_samples
+    from edgecompile.data.sources import synthetic_samples
     from edgecompile.stages.pipeline import run_until
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="edgecompile-bench-"))

@@ -32,7 +32,7 @@ import torch
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     """edgecompile's own CPU session settings (what its runner uses)."""
-    from edgecompile.backends.ort_cpu import cpu_session
+    from edgecompile.runtime.onnx_cpu import cpu_session
 
     return cpu_session(path, threads)
 
@@ -101,8 +101,8 @@ def main() -> None:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from edgecompile.backends.decoder_prep import prepare_decoder
-    from edgecompile.backends.ort_quant import insert_matmul_nbits
+    from edgecompile.backends.ort_cpu.decoder_prep import prepare_decoder
+    from edgecompile.backends.common.onnx_quant import insert_matmul_nbits
     from edgecompile.models.adapter import ComponentSpec
     from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs
     from edgecompile.models.export import export_component
@@ -129,7 +129,7 @@ def main() -> None:
     lm_head_int4 = (PrecisionRule(match=RuleMatch(role="lm_head"), precision="int4", granularity="per_block", block_size=args.block, why="bench: lm_head INT4 like the peer"),)
     plan = annotate({"decoder": graph}, rules_for("vlm-default", lm_head_int4, args.block), "vlm-default")
     t0 = time.perf_counter()
-    int4_model = insert_matmul_nbits(graph, plan.for_component("decoder"), "rtn")
+    int4_model = insert_matmul_nbits(graph, plan.for_component("decoder"))
     quant_s = time.perf_counter() - t0
     int4_model, fusion_note = prepare_decoder(int4_model, "decoder")  # the ORT CPU build's decoder step
     int4 = tmp / "decoder_int4.onnx"

@@ -9,9 +9,9 @@ The grid YAML maps dotted recipe fields to lists of values, e.g.::
 
 Each point's derived recipe is written to ``<root>/recipes/<name>.yaml`` (with its target copied to
 ``<root>/targets/``, so the repository layout rule finds it) and built into ``<root>/<name>/``.
-Stages are reused across points: before a point runs, every leading stage whose input fingerprint
-equals that of an already-built sibling (or of ``reuse_from`` build directories) is copied from it
-together with its manifest record, and the normal manifest check then skips it. Points that differ
+Stages are reused across points: as a point runs, each stage whose input fingerprint equals that
+of an already-built sibling (or of ``reuse_from`` build directories) is copied from it together
+with its manifest record by the pipeline's reuse hook instead of being run again. Points that differ
 only in calibration reuse export and annotate; the export (the slow torch step) runs once.
 """
 
@@ -25,16 +25,12 @@ from typing import Any
 
 import yaml
 
-from edgecompile.builddir.hashing import hash_value
-from edgecompile.builddir.manifest import Manifest
 from edgecompile.config.recipe import Recipe, load_recipe
 from edgecompile.errors import InputError
-from edgecompile.stages import STAGE_ORDER
-from edgecompile.stages.base import StageResult, stage_inputs
+from edgecompile.stages.base import StageResult
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.pipeline import STAGES, run_until
-
-_REUSABLE = tuple(s for s in STAGE_ORDER if s != "validate")
+from edgecompile.stages.pipeline import run_until
+from edgecompile.stages.validate import publish_report
 
 
 def load_grid(path: Path) -> dict[str, list[Any]]:
@@ -71,28 +67,6 @@ def points(base: dict[str, Any], axes: dict[str, list[Any]]) -> list[tuple[str, 
     return out
 
 
-def _seed(ctx: BuildContext, sources: list[Path]) -> list[str]:
-    """Copy leading stages whose fingerprint matches a source build; returns the stages copied."""
-    copied: list[str] = []
-    for stage in _REUSABLE:
-        manifest = Manifest.load(ctx.build_dir)
-        inputs = stage_inputs(ctx, STAGES[stage])
-        if manifest.is_current(stage, inputs, ctx.build_dir):
-            continue
-        fingerprint = hash_value(inputs)
-        for source in sources:
-            record = Manifest.load(source).stages.get(stage)
-            if record is not None and record.fingerprint == fingerprint and (source / stage).is_dir():
-                shutil.rmtree(ctx.path(stage), ignore_errors=True)
-                shutil.copytree(source / stage, ctx.path(stage))
-                manifest.record(stage, record)
-                copied.append(stage)
-                break
-        else:
-            return copied
-    return copied
-
-
 def run_sweep(
     recipe_path: Path, grid_path: Path, root: Path, model: str | None, reuse_from: tuple[Path, ...] = (), on_point: Callable[[str, list[str], list[StageResult], dict], None] | None = None
 ) -> list[dict[str, Any]]:
@@ -102,7 +76,7 @@ def run_sweep(
     axes = load_grid(grid_path)
     (root / "recipes").mkdir(parents=True, exist_ok=True)
     (root / "targets").mkdir(parents=True, exist_ok=True)
-    target_src = recipe_path.resolve().parent.parent / "targets" / f"{resolved.recipe.target}.yaml"
+    target_src = Path(resolved.target_path)  # where config.resolve found it, as for 'build'
     shutil.copyfile(target_src, root / "targets" / target_src.name)
     built: list[Path] = [p.resolve() for p in reuse_from]
     rows = []
@@ -114,10 +88,8 @@ def run_sweep(
         derived = root / "recipes" / f"{name}.yaml"
         derived.write_text(yaml.safe_dump(doc, sort_keys=False))
         ctx = BuildContext.create(derived, model or resolved.recipe.model, root / name)
-        reused = _seed(ctx, built)
-        results = run_until(ctx, "validate")
-        from edgecompile.stages.validate import publish_report
-
+        results = run_until(ctx, "validate", reuse_from=built)
+        reused = [r.stage for r in results if r.reused_from is not None]
         report = publish_report(ctx)
         row = {"name": name, "build_dir": str(ctx.build_dir), "verdict": report["verdict"], "reused": reused, "skipped": [r.stage for r in results if r.skipped], "ran": {r.stage: round(r.wall_s, 2) for r in results if not r.skipped}}
         rows.append(row)

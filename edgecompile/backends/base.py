@@ -49,7 +49,7 @@ class Artifact:
 class BuildInputs:
     """Everything a backend's build reads."""
 
-    exported: dict[str, Path]  # component -> float ONNX file
+    exported: dict[str, Path]  # component -> float ONNX file (after the weight transforms, if any)
     plan: PrecisionPlan
     ranges: dict[str, TensorRanges]
     target: Target
@@ -62,6 +62,9 @@ class BuildInputs:
     # Backends that convert from torch rather than from ONNX (CoreML) load the model themselves.
     model_dir: Path | None = None
     adapter: Any = None  # edgecompile.models.adapter.ModelAdapter
+    # component -> safetensors file of weights a transform already rounded (GPTQ): see
+    # edgecompile.transforms.prequantized. Backends that pack those codes as they are use them.
+    prequantized: dict[str, Path] = field(default_factory=dict)
 
 
 def artifact_bytes(path: Path) -> int:

@@ -1,41 +1,31 @@
-"""Known backends, by name. Adding a backend is one module and one line here."""
+"""Known backends, by name: each is a package under ``edgecompile.backends`` with ``create_backend()``.
+
+Adding a backend is one package plus one line in ``_PACKAGES``. Importing a backend package never
+imports its optional SDK (coremltools, tensorrt, onnxruntime-qnn, executorch): the backend's
+``availability()`` says when the SDK is missing. So an ImportError while importing the package is
+a bug in edgecompile and is raised as one, never reported as "backend unavailable".
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from edgecompile.backends.base import Backend
 from edgecompile.errors import InputError
 
-
-def _ort_cpu() -> Backend:
-    from edgecompile.backends.ort_cpu import OrtCpuBackend
-
-    return OrtCpuBackend()
-
-
-_FACTORIES: dict[str, Callable[[], Backend]] = {"ort-cpu": _ort_cpu}
-
-
-def register(name: str, factory: Callable[[], Backend]) -> None:
-    _FACTORIES[name] = factory
-
-
-def _load_optional() -> None:
-    for module in ("qnn", "coreml", "tensorrt"):
-        try:
-            __import__(f"edgecompile.backends.{module}")
-        except ImportError:
-            continue
+_PACKAGES: dict[str, str] = {
+    "ort-cpu": "edgecompile.backends.ort_cpu",
+    "qnn": "edgecompile.backends.qnn",
+    "coreml": "edgecompile.backends.coreml",
+    "tensorrt": "edgecompile.backends.tensorrt",
+}
 
 
 def backend_names() -> list[str]:
-    _load_optional()
-    return sorted(_FACTORIES)
+    return sorted(_PACKAGES)
 
 
 def get_backend(name: str) -> Backend:
-    _load_optional()
-    if name not in _FACTORIES:
-        raise InputError(f"unknown backend '{name}'; expected one of {', '.join(sorted(_FACTORIES))}")
-    return _FACTORIES[name]()
+    if name not in _PACKAGES:
+        raise InputError(f"unknown backend '{name}'; expected one of {', '.join(backend_names())}")
+    return importlib.import_module(_PACKAGES[name]).create_backend()

@@ -14,18 +14,12 @@ import click
 from edgecompile.errors import EdgecompileError, ExitCode
 from edgecompile.stages.base import StageResult
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.data_sources import REPO_ROOT
-
-RECIPES_DIR = REPO_ROOT / "recipes"
-TARGETS_DIR = REPO_ROOT / "targets"
+from edgecompile.config.resolve import resolve
 
 
 def recipe_path(value: str) -> Path:
-    """A recipe file path, or a recipe name in the repository's recipes/ folder."""
-    path = Path(value)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    return RECIPES_DIR / f"{value}.yaml"
+    """A recipe file path, or a recipe name (looked up as config.resolve documents)."""
+    return resolve("recipe", value)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from edgecompile.cli.common import RECIPES_DIR, TARGETS_DIR, handle_errors
+from edgecompile.cli.common import handle_errors
 from edgecompile.config.recipe import load_recipe
+from edgecompile.config.resolve import known
 from edgecompile.config.target import load_target
 from edgecompile.errors import EdgecompileError
 
@@ -15,7 +16,7 @@ from edgecompile.errors import EdgecompileError
 def targets_cmd() -> None:
     """List the device targets with their tier, budgets and backend."""
     click.echo(f"{'target':<22} {'tier':<12} {'memory':>8} {'latency':>9}  backend     description")
-    for path in sorted(TARGETS_DIR.glob("*.yaml")):
+    for path in known("target").values():
         t = load_target(path)
         click.echo(f"{t.name:<22} {t.tier:<12} {t.memory_budget_mb:>6}MB {t.latency_budget_ms:>7.0f}ms  {t.backend:<11} {t.description}")
 
@@ -25,7 +26,7 @@ def targets_cmd() -> None:
 def recipes_cmd() -> None:
     """List the shipped recipes and the targets they compile for."""
     click.echo(f"{'recipe':<22} {'target':<22} {'preset':<12} {'calibration':<18} description")
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+    for path in known("recipe").values():
         try:
             r = load_recipe(path).recipe
         except EdgecompileError as exc:

@@ -6,7 +6,7 @@ import click
 
 from edgecompile import __version__
 from edgecompile.cli.listing_cmds import backends_cmd, recipes_cmd, targets_cmd
-from edgecompile.cli.pipeline_cmds import annotate_cmd, build_cmd, calibrate_cmd, export_cmd, validate_cmd
+from edgecompile.cli.pipeline_cmds import annotate_cmd, build_cmd, calibrate_cmd, export_cmd, transform_cmd, validate_cmd
 from edgecompile.cli.report_cmd import report_cmd
 from edgecompile.cli.robustness_cmd import robustness_cmd
 from edgecompile.cli.sweep_cmd import sweep_cmd
@@ -24,7 +24,7 @@ def main() -> None:
     """
 
 
-for command in (build_cmd, export_cmd, annotate_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
+for command in (build_cmd, export_cmd, annotate_cmd, transform_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
     main.add_command(command)
 
 main.add_command(zoo)

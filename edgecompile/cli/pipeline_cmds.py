@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgecompile.cli.common import context_options, echo_stage, handle_errors, make_context, verdict_line
+from edgecompile.stages import STAGE_ORDER
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.pipeline import run_until
 from edgecompile.stages.validate import publish_report
@@ -23,13 +24,13 @@ def _finish(ctx: BuildContext) -> None:
 @click.option("--force", is_flag=True, help="Redo every stage even if its inputs did not change.")
 @handle_errors
 def build_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool) -> None:
-    """Run every stage: export -> annotate -> calibrate -> build -> validate.
+    """Run every stage: export -> annotate -> transform -> calibrate -> build -> validate.
 
     Exits 0 when every gate passes, 1 when a gate fails (see README for other codes).
     """
     ctx = make_context(recipe, model, out, build_dir)
     click.echo(f"edgecompile build: recipe {ctx.recipe.name} -> target {ctx.target.name} ({ctx.target.backend}); model {ctx.model_ref}; into {ctx.build_dir}")
-    force_set = frozenset(("export", "annotate", "calibrate", "build", "validate")) if force else frozenset()
+    force_set = frozenset(STAGE_ORDER) if force else frozenset()
     run_until(ctx, "validate", force=force_set, on_result=echo_stage)
     _finish(ctx)
 
@@ -48,6 +49,7 @@ def _stage_command(stage: str, help_text: str) -> click.Command:
 
 
 export_cmd = _stage_command("export", "Export each component of the model to ONNX (with a parity check against torch).")
+transform_cmd = _stage_command("transform", "Run the recipe's weight transforms (e.g. GPTQ) on the float graphs; a no-op without any.")
 calibrate_cmd = _stage_command("calibrate", "Measure activation ranges on the recipe's calibration set (streamed; saved for reuse).")
 
 
@@ -59,12 +61,10 @@ calibrate_cmd = _stage_command("calibrate", "Measure activation ranges on the re
 @handle_errors
 def annotate_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool, show: bool, all_nodes: bool) -> None:
     """Build the precision plan from the recipe's rules (first match wins)."""
-    from edgecompile.stages.annotate import load_plan
-
     ctx = make_context(recipe, model, out, build_dir)
-    run_until(ctx, "annotate", force=frozenset({"annotate"}) if force else frozenset(), on_result=echo_stage)
+    results = run_until(ctx, "annotate", force=frozenset({"annotate"}) if force else frozenset(), on_result=echo_stage)
     if show:
-        plan = load_plan(ctx)
+        plan = results[-1].output.plan()
         click.echo(f"{'component':<15} {'node':<28} {'op':<10} {'role':<13} {'precision':<9} rule")
         for e in plan.entries:
             if e.weight is not None or all_nodes:

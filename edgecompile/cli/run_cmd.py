@@ -31,9 +31,8 @@ def run_cmd(build_dir: Path, image: Path, prompt: str, max_new_tokens: int, refe
     from edgecompile.backends.registry import get_backend
     from edgecompile.models.adapter import LoadedModel
     from edgecompile.runtime.generate import stream_tokens
-    from edgecompile.stages.build import load_artifact
     from edgecompile.stages.context import BuildContext
-    from edgecompile.stages.export import exported_files
+    from edgecompile.stages.pipeline import recorded
 
     ctx = BuildContext.open(build_dir)
     adapter = ctx.adapter
@@ -44,12 +43,14 @@ def run_cmd(build_dir: Path, image: Path, prompt: str, max_new_tokens: int, refe
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{image}: cannot read the image: {exc}") from None
     if reference:
-        files = {c: p.name for c, p in exported_files(ctx).items()}
-        directory, artifact = ctx.path("export"), Artifact("ort-cpu", files, True, "reference")
+        exported = recorded(ctx, "export").output
+        files = {c: p.name for c, p in exported.files.items()}
+        directory, artifact = exported.folder, Artifact("ort-cpu", files, True, "reference")
     else:
         if not ctx.path("build", "artifact.json").is_file():
             raise InputError(f"{build_dir}: no built artifact (build/artifact.json); run 'edgecompile build' first")
-        directory, artifact = load_artifact(ctx)
+        built = recorded(ctx, "build").output
+        directory, artifact = built.folder, built.artifact
     if not artifact.runs_here:
         raise InputError(f"{build_dir}: the {artifact.backend} artifact cannot execute on this machine ({artifact.where})")
     runner = get_backend(artifact.backend).runner(directory, artifact)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgecompile.config.loader import error_at, load_document
+from edgecompile.errors import InputError
 from edgecompile.config.target import Strict, Target, load_target
 from edgecompile.plan.rules import PrecisionRule
 
@@ -45,7 +46,20 @@ class Quantization(Strict):
     activation_symmetric: bool = False
     weight_type: Literal["int8", "uint8"] = "int8"
     int4_block_size: Literal[16, 32, 64, 128] = 32
-    int4_algorithm: Literal["rtn", "gptq"] = "rtn"
+    int4_algorithm: Literal["rtn", "gptq"] = "rtn"  # gptq: runs as the 'gptq' weight transform before calibration
+    # Weight transforms run in order by the transform stage (names in edgecompile.transforms.registry).
+    weight_transforms: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_transforms(self) -> Quantization:
+        from edgecompile.transforms.registry import transform_names
+
+        unknown = [n for n in self.weight_transforms if n not in transform_names()]
+        if unknown:
+            raise ValueError(f"weight_transforms: unknown transform(s) {', '.join(unknown)}; expected names from {', '.join(transform_names())}")
+        if len(set(self.weight_transforms)) != len(self.weight_transforms):
+            raise ValueError("weight_transforms: a transform is named twice")
+        return self
 
 
 class EvalSet(Strict):
@@ -129,35 +143,33 @@ class ResolvedRecipe(Strict):
     recipe: Recipe
     target: Target
     recipe_path: str
+    target_path: str = ""  # the target file the recipe resolved to (config.resolve)
 
     @property
     def name(self) -> str:
         return self.recipe.name
 
 
-SHIPPED_TARGETS = Path(__file__).resolve().parents[2] / "targets"
-
-
-def targets_dir_for(recipe_path: Path) -> Path:
-    """Targets live in ``targets/`` beside the recipe's ``recipes/`` folder (the repo layout)."""
-    return recipe_path.resolve().parent.parent / "targets"
-
-
 def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     """Load a recipe and the target it names; every error points at the recipe's file and line."""
+    from edgecompile.config.resolve import known, resolve
+
     recipe = load_document(path, Recipe)
     if recipe.name != path.stem:
         raise error_at(path, ("name",), f"expected '{path.stem}' (the file name), got '{recipe.name}'")
-    folder = targets_dir or targets_dir_for(path)
-    target_file = folder / f"{recipe.target}.yaml"
-    if not target_file.is_file() and targets_dir is None and (SHIPPED_TARGETS / target_file.name).is_file():
-        target_file = SHIPPED_TARGETS / target_file.name  # a user's recipe elsewhere may name a shipped target
-    if not target_file.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise error_at(path, ("target",), f"unknown target '{recipe.target}'; expected one of {', '.join(known) or '(none found in ' + str(folder) + ')'}")
+    if targets_dir is not None:
+        target_file = targets_dir / f"{recipe.target}.yaml"
+    else:
+        try:
+            target_file = resolve("target", recipe.target, near=path)
+        except InputError:
+            target_file = None
+    if target_file is None or not target_file.is_file():
+        names = sorted(p.stem for p in targets_dir.glob("*.yaml")) if targets_dir is not None and targets_dir.is_dir() else sorted(known("target", path))
+        raise error_at(path, ("target",), f"unknown target '{recipe.target}'; expected one of {', '.join(names) or '(none found)'}")
     target = load_target(target_file)
     from edgecompile.backends.registry import backend_names
 
     if target.backend not in backend_names():
         raise error_at(target_file, ("backend",), f"unknown backend '{target.backend}'; expected one of {', '.join(backend_names())}")
-    return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()))
+    return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()), target_path=str(target_file.resolve()))

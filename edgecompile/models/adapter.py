@@ -3,7 +3,11 @@
 A VLM is a named bundle of components. An adapter says how to load a family's checkpoint, which
 components it has (each a torch module with example inputs and dynamic axes), how to turn samples
 into each component's inputs, and how to score task accuracy from any runner of those components.
-Adding a family (SigLIP, Llava, Idefics3, Qwen2-VL) is one new adapter module plus one registry line.
+Adding a family (SigLIP, Llava, Idefics3, Qwen2-VL) is one new adapter module plus one registry line
+(``edgecompile.models.registry``): the adapter also carries what differs between families in the
+rest of the pipeline — its module-path role patterns for the precision plan (``role_patterns``)
+and, for generative models, its position-id scheme (``GenerationSpec.position_layout``, which the
+runtime reads from generation.json without the adapter).
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class ModelAdapter(Protocol):
 
     family: str  # "dual_encoder" | "generative"
     model_types: tuple[str, ...]
+    # (module-path regex, role) pairs tried before the generic ones in edgecompile.plan.roles,
+    # e.g. (r"\.merger\.", "projector") for a family whose projector has its own name.
+    role_patterns: tuple[tuple[str, str], ...]
 
     def load(self, path: Path, trust_remote_code: bool = False) -> LoadedModel: ...
 

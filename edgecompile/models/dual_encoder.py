@@ -52,6 +52,7 @@ class DualEncoderAdapter:
 
     family = "dual_encoder"
     model_types: tuple[str, ...] = ()
+    role_patterns: tuple[tuple[str, str], ...] = ()
     text_padding: str | bool = True
 
     def _model_class(self) -> Any:

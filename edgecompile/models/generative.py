@@ -50,6 +50,8 @@ class GenerativeAdapter:
 
     family = "generative"
     model_types: tuple[str, ...] = ()
+    role_patterns: tuple[tuple[str, str], ...] = ()
+    position_layout = "1d"  # see GenerationSpec.position_ids
 
     # --- hooks -------------------------------------------------------------------------------
     def _model_class(self) -> Any:
@@ -88,7 +90,7 @@ class GenerativeAdapter:
         layout = CacheLayout.from_text_config(text)
         eos = getattr(text, "eos_token_id", None)
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
-        return GenerationSpec(self.image_token_id(config), tuple(int(e) for e in eos_ids), layout.layers, layout.kv_heads, layout.head_dim, layout.hidden, layout.vocab)
+        return GenerationSpec(self.image_token_id(config), tuple(int(e) for e in eos_ids), layout.layers, layout.kv_heads, layout.head_dim, layout.hidden, layout.vocab, self.position_layout)
 
     # --- components ----------------------------------------------------------------------------
     def components(self, loaded: LoadedModel) -> list[ComponentSpec]:
@@ -134,7 +136,8 @@ class GenerativeAdapter:
             embeds = self.language_model(loaded).get_input_embeddings()(torch.from_numpy(ids)).numpy()
         embeds = splice_image_features(ids, embeds, features, self.image_token_id(loaded.config))
         n = ids.shape[1]
-        return {"inputs_embeds": embeds, "attention_mask": np.ones((1, n), np.int64), "position_ids": np.arange(n, dtype=np.int64)[None], **layout.empty_past()}
+        positions = self.generation_spec(loaded.config).position_ids(0, n)
+        return {"inputs_embeds": embeds, "attention_mask": np.ones((1, n), np.int64), "position_ids": positions, **layout.empty_past()}
 
     def calibration_feeds(self, loaded: LoadedModel, samples: Iterable[Any], component: str) -> Iterator[Feeds]:
         """One feed per sample: pixels for the vision encoder, prompt ids for embed_tokens, the spliced prefill for the decoder."""
@@ -162,7 +165,7 @@ class GenerativeAdapter:
         spec = self.generation_spec(loaded.config)
         past = self.image_tokens(loaded) + LATENCY_PROMPT_TOKENS
         feeds: Feeds = {n: (rng.standard_normal((1, spec.kv_heads, past, spec.head_dim)) * 0.1).astype(np.float32) for n in spec.past_names()}
-        return {"inputs_embeds": (rng.standard_normal((1, 1, spec.hidden)) * 0.02).astype(np.float32), "attention_mask": np.ones((1, past + 1), np.int64), "position_ids": np.array([[past]], np.int64), **feeds}
+        return {"inputs_embeds": (rng.standard_normal((1, 1, spec.hidden)) * 0.02).astype(np.float32), "attention_mask": np.ones((1, past + 1), np.int64), "position_ids": spec.position_ids(past, 1), **feeds}
 
     def image_tokens(self, loaded: LoadedModel) -> int:
         size = self.image_size(loaded.config)

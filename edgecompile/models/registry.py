@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -9,16 +10,20 @@ from edgecompile.errors import InputError
 from edgecompile.models.adapter import ModelAdapter
 
 
-def _adapters() -> list[ModelAdapter]:
-    from edgecompile.models.dual_encoder import ClipAdapter, SiglipAdapter
+# One line per family: "module:AdapterClass". Importing an adapter module never needs an optional
+# package, so an ImportError here is a bug and is raised as one.
+_ADAPTERS: tuple[str, ...] = (
+    "edgecompile.models.dual_encoder:ClipAdapter",
+    "edgecompile.models.dual_encoder:SiglipAdapter",
+    "edgecompile.models.llava:LlavaAdapter",
+)
 
-    adapters: list[ModelAdapter] = [ClipAdapter(), SiglipAdapter()]
-    try:
-        from edgecompile.models.llava import LlavaAdapter
-    except ImportError:
-        pass
-    else:
-        adapters.append(LlavaAdapter())
+
+def _adapters() -> list[ModelAdapter]:
+    adapters = []
+    for entry in _ADAPTERS:
+        module, cls = entry.split(":")
+        adapters.append(getattr(importlib.import_module(module), cls)())
     return adapters
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from edgecompile.plan.roles import WEIGHT_OPS, classify_graph
+from edgecompile.plan.roles import WEIGHT_OPS, RolePatterns, classify_graph
 from edgecompile.plan.rules import PrecisionRule
 
 INTEGER = {"int8", "int4"}
@@ -90,7 +90,7 @@ class PrecisionPlan:
         return cls.from_json(json.loads(path.read_text()))
 
 
-def annotate(graphs: dict[str, onnx.ModelProto], rules: tuple[tuple[str, PrecisionRule], ...], preset: str) -> PrecisionPlan:
+def annotate(graphs: dict[str, onnx.ModelProto], rules: tuple[tuple[str, PrecisionRule], ...], preset: str, role_patterns: RolePatterns = ()) -> PrecisionPlan:
     """Apply ``rules`` (first match wins) to every node of every component graph.
 
     Integer precisions only apply to nodes that carry a weight (MatMul/Gemm/Conv with a constant
@@ -98,7 +98,7 @@ def annotate(graphs: dict[str, onnx.ModelProto], rules: tuple[tuple[str, Precisi
     """
     entries: list[PlanEntry] = []
     for component, model in graphs.items():
-        for info in classify_graph(model):
+        for info in classify_graph(model, role_patterns):
             for origin, rule in rules:
                 if not rule.match.matches(component, info):
                     continue

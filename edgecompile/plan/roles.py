@@ -77,18 +77,25 @@ def _strip_wrapper(path: str) -> str:
     return path[2:] if path.startswith("m.") else path
 
 
-def classify(node: onnx.NodeProto, initializers: set[str]) -> NodeInfo:
-    """Return the role of one node; ``initializers`` are the graph's constant tensor names."""
+RolePatterns = tuple[tuple[str, str], ...]
+
+
+def classify(node: onnx.NodeProto, initializers: set[str], patterns: RolePatterns = ()) -> NodeInfo:
+    """Return the role of one node; ``initializers`` are the graph's constant tensor names.
+
+    ``patterns`` are a model family's own (module-path regex, role) pairs, tried before the
+    generic ones: a family whose projector is called ``merger`` says so in its adapter.
+    """
     module, module_class = _scopes(node)
     module = _strip_wrapper(module)
     weight = next((i for i in node.input[1:2] if i in initializers), None) if node.op_type in WEIGHT_OPS else None
     if node.op_type == "MatMul" and weight is None and node.input and node.input[0] in initializers:
         weight = None  # constant on the left is not a linear layer's weight
-    role = _role(node, module, module_class, weight)
+    role = _role(node, module, module_class, weight, patterns)
     return NodeInfo(node.name, node.op_type, module, module_class.rsplit(".", 1)[-1], role, weight)
 
 
-def _role(node: onnx.NodeProto, module: str, module_class: str, weight: str | None) -> str:
+def _role(node: onnx.NodeProto, module: str, module_class: str, weight: str | None, patterns: RolePatterns = ()) -> str:
     op = node.op_type
     if op == "Softmax":
         return "softmax"
@@ -96,7 +103,7 @@ def _role(node: onnx.NodeProto, module: str, module_class: str, weight: str | No
         return "layernorm"
     path = module or (weight or "")
     if op in WEIGHT_OPS and weight is not None:
-        for pattern, role in _PATH_ROLES:
+        for pattern, role in (*patterns, *_PATH_ROLES):
             if re.search(pattern, path):
                 return role
         return "other"
@@ -109,8 +116,8 @@ def _role(node: onnx.NodeProto, module: str, module_class: str, weight: str | No
     return "other"
 
 
-def classify_graph(model: onnx.ModelProto) -> list[NodeInfo]:
-    """Classify every node of ``model``'s main graph."""
+def classify_graph(model: onnx.ModelProto, patterns: RolePatterns = ()) -> list[NodeInfo]:
+    """Classify every node of ``model``'s main graph (``patterns``: the family's own, tried first)."""
     initializers = {t.name for t in model.graph.initializer}
     initializers |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
-    return [classify(node, initializers) for node in model.graph.node]
+    return [classify(node, initializers, patterns) for node in model.graph.node]

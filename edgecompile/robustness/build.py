@@ -5,28 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecompile.backends.ort_cpu import cpu_runner
+from edgecompile.runtime.onnx_cpu import cpu_runner
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import staged_directory, write_json
 from edgecompile.errors import BackendUnavailable
 from edgecompile.robustness.robustness import evaluate_robustness, limit_samples
-from edgecompile.stages.build import load_artifact
+from edgecompile.data.sources import eval_data
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.data_sources import eval_data
-from edgecompile.stages.export import exported_files
+from edgecompile.stages.pipeline import recorded
 
 ROBUSTNESS_DIR = "robustness"
 ROBUSTNESS_FILE = "robustness.json"
 
 
 def run_robustness(ctx: BuildContext, corruptions: tuple[str, ...], severities: tuple[int, ...], samples: int | None, seed: int = 0, eval_set: Any = None, progress: Any = None) -> dict[str, Any]:
-    artifact_dir, artifact = load_artifact(ctx)
+    built = recorded(ctx, "build").output
+    artifact_dir, artifact = built.folder, built.artifact
     if not artifact.runs_here:
         raise BackendUnavailable(f"the {artifact.backend} artifact cannot execute on this machine; run 'edgecompile robustness' on the device")
-    exported = {c: p.name for c, p in exported_files(ctx).items()}
+    export = recorded(ctx, "export").output
+    exported = {c: p.name for c, p in export.files.items()}
     runners = {
         "artifact": get_backend(artifact.backend).runner(artifact_dir, artifact),
-        "reference": cpu_runner(ctx.path("export"), exported),
+        "reference": cpu_runner(export.folder, exported),
     }
     data = eval_set if eval_set is not None else eval_data(ctx.recipe.eval.set, samples or ctx.recipe.eval.samples, ctx.adapter.family)
     result = evaluate_robustness(ctx.adapter, ctx.loaded(), runners, limit_samples(data, samples), corruptions, severities, seed, progress)

@@ -34,6 +34,17 @@ class GenerationSpec:
     head_dim: int
     hidden: int
     vocab: int
+    # How position ids are laid out for the decoder. "1d": one position per token, 0..n-1, shape
+    # (1, n) (Llama, Qwen2, Mistral, Gemma). A family with another scheme (Qwen2-VL's 3-section
+    # M-RoPE) names its own here and implements it in ``position_ids``, so the runtime on the device
+    # follows it from generation.json without the adapter.
+    position_layout: str = "1d"
+
+    def position_ids(self, start: int, count: int) -> np.ndarray:
+        """Position ids of ``count`` tokens starting at position ``start`` (batch 1)."""
+        if self.position_layout != "1d":
+            raise ValueError(f"generation.json: position_layout: '{self.position_layout}' is not known to this runtime; expected '1d'")
+        return np.arange(start, start + count, dtype=np.int64)[None]
 
     def past_names(self) -> list[str]:
         return [n for i in range(self.layers) for n in (f"past_key_{i}", f"past_value_{i}")]
@@ -96,7 +107,7 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         features = run("vision_encoder", {"pixel_values": pixel_values.astype(np.float32)})["image_features"]
         embeds = splice_image_features(ids, embeds, features, spec.image_token_id)
     length = ids.shape[1]
-    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": np.arange(length, dtype=np.int64)[None], **spec.empty_past()}
+    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": spec.position_ids(0, length), **spec.empty_past()}
     stats.update(prompt_tokens=length, stopped_by="length", decode_s=0.0)
     decode_start = 0.0
     for step in range(max_new_tokens):
@@ -117,7 +128,7 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         feeds = {
             "inputs_embeds": run("embed_tokens", {"input_ids": np.array([[token]], np.int64)})["inputs_embeds"],
             "attention_mask": np.ones((1, total), np.int64),
-            "position_ids": np.array([[total - 1]], np.int64),
+            "position_ids": spec.position_ids(total - 1, 1),
             **{p: out[q] for p, q in zip(spec.past_names(), spec.present_names(), strict=True)},
         }
 

@@ -1,3 +1,3 @@
-"""The pipeline's stages, in order: export -> annotate -> calibrate -> build -> validate."""
+"""The pipeline's stages, in order: export -> annotate -> transform -> calibrate -> build -> validate."""
 
-STAGE_ORDER = ("export", "annotate", "calibrate", "build", "validate")
+STAGE_ORDER = ("export", "annotate", "transform", "calibrate", "build", "validate")

@@ -10,28 +10,22 @@ import onnx
 from edgecompile.builddir.hashing import hash_value
 from edgecompile.plan.plan import PrecisionPlan, annotate
 from edgecompile.plan.rules import rules_for
-from edgecompile.stages.base import Stage, upstream
+from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.export import exported_files
-
-PLAN_FILE = "plan.json"
-
+from edgecompile.stages.results import PLAN_FILE, AnnotatedPlan, Upstream
 
 class AnnotateStage(Stage):
     name = "annotate"
     requires = ("export",)
+    output_type = AnnotatedPlan
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         rules = [r.model_dump(mode="json") for r in ctx.recipe.rules]
-        return {**upstream(ctx, self.requires), "preset": ctx.recipe.precision_preset, "rules": hash_value(rules), "int4_block": ctx.recipe.quantization.int4_block_size}
+        return {"role_patterns": str(ctx.adapter.role_patterns), "preset": ctx.recipe.precision_preset, "rules": hash_value(rules), "int4_block": ctx.recipe.quantization.int4_block_size}
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        graphs = {c: onnx.load(str(p), load_external_data=False) for c, p in exported_files(ctx).items()}
+    def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
+        graphs = {c: onnx.load(str(p), load_external_data=False) for c, p in upstream.export.files.items()}
         rules = rules_for(ctx.recipe.precision_preset, ctx.recipe.rules, ctx.recipe.quantization.int4_block_size)
-        plan = annotate(graphs, rules, ctx.recipe.precision_preset)
+        plan = annotate(graphs, rules, ctx.recipe.precision_preset, tuple(ctx.adapter.role_patterns))
         plan.save(out / PLAN_FILE)
         return {"summary": plan.summary()}
-
-
-def load_plan(ctx: BuildContext) -> PrecisionPlan:
-    return PrecisionPlan.load(ctx.path("annotate", PLAN_FILE))

@@ -7,39 +7,53 @@ import resource
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edgecompile.builddir.atomic import remove_partials, staged_directory
 from edgecompile.builddir.hashing import hash_tree, hash_value
-from edgecompile.builddir.manifest import Manifest, StageRecord, tool_versions
+from edgecompile.builddir.manifest import StageRecord, tool_versions
 from edgecompile.errors import EdgecompileError, StageError
 from edgecompile.stages.context import BuildContext
+from edgecompile.stages.results import OUTPUT_TYPES, Upstream
 
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a stage did: ran or skipped, its summary, and its wall time."""
+    """What a stage did (ran or skipped, summary, wall time) and the typed output it hands forward.
+
+    ``fingerprint`` is the hash of the stage's recorded outputs: a later stage's inputs include the
+    fingerprints of the stages it requires, so a changed upstream output redoes it.
+    """
 
     stage: str
     skipped: bool
     summary: dict[str, Any]
     wall_s: float
+    output: Any = None
+    fingerprint: str = ""
+    reused_from: str | None = None  # the sibling build directory this stage was copied from (sweeps)
 
 
 class Stage(ABC):
-    """One step of the pipeline. ``run`` writes only into the directory it is given."""
+    """One step of the pipeline. ``run`` writes only into the directory it is given.
+
+    ``requires`` names the stages whose typed outputs ``run`` receives in ``upstream``;
+    ``output_type`` reads this stage's typed output back from its directory and summary.
+    """
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    output_type: ClassVar[Any]
 
     @abstractmethod
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
-        """Everything that determines this stage's output (hashes and settings)."""
+        """This stage's own settings that determine its output (upstream fingerprints are added by the runner)."""
 
     @abstractmethod
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         """Produce outputs in ``out``; return a JSON-able summary for the manifest."""
 
 
@@ -74,12 +88,6 @@ class _PeakRss:
         self.peak = max(self.peak, self._read())
 
 
-def upstream(ctx: BuildContext, stages: tuple[str, ...]) -> dict[str, str]:
-    """Fingerprints of earlier stages' outputs, as inputs of a later one."""
-    manifest = Manifest.load(ctx.build_dir)
-    return {f"stage:{s}": hash_value(manifest.stages[s].outputs) for s in stages if s in manifest.stages}
-
-
 def _save_traceback(ctx: BuildContext, stage: str, exc: BaseException) -> Path:
     """Keep the full traceback of a failed stage: the one-line error names this file."""
     import traceback
@@ -90,26 +98,71 @@ def _save_traceback(ctx: BuildContext, stage: str, exc: BaseException) -> Path:
     return log
 
 
-def stage_inputs(ctx: BuildContext, stage: Stage) -> dict[str, str]:
+def _upstream(results: dict[str, StageResult], stage: Stage) -> Upstream:
+    missing = [r for r in stage.requires if r not in results]
+    if missing:
+        raise StageError(stage.name, f"needs the output of {', '.join(missing)}, which did not run first", tuple(results))
+    return Upstream(**{r: results[r].output for r in stage.requires})
+
+
+def stage_inputs(ctx: BuildContext, stage: Stage, results: dict[str, StageResult]) -> dict[str, str]:
     """The inputs that decide whether ``stage`` is redone (what the manifest fingerprints)."""
     # The tools that write a stage's outputs are inputs too: upgrading torch, onnxruntime, the QNN
     # SDK, coremltools or edgecompile itself redoes the stages they touch.
     tools = ",".join(f"{k}={v}" for k, v in sorted(tool_versions().items()))
-    return {"tools": tools, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
+    upstream = {f"stage:{r}": results[r].fingerprint for r in stage.requires if r in results}
+    return {"tools": tools, **upstream, **{k: str(v) for k, v in stage.inputs(ctx).items()}}
 
 
-def run_stage(ctx: BuildContext, stage: Stage, *, force: bool = False, completed: tuple[str, ...] = ()) -> StageResult:
-    """Run ``stage`` unless its inputs are unchanged; outputs appear atomically or not at all."""
+def _result(ctx: BuildContext, stage: Stage | str, record: StageRecord, skipped: bool, wall: float, reused_from: str | None = None) -> StageResult:
+    name = stage if isinstance(stage, str) else stage.name
+    output = OUTPUT_TYPES[name].read(ctx.path(name), record.summary)
+    return StageResult(name, skipped, record.summary, wall, output, hash_value(record.outputs), reused_from)
+
+
+def recorded_result(ctx: BuildContext, stage: str) -> StageResult | None:
+    """The typed result of a stage recorded in the build directory, or None when it never completed."""
+    record = ctx.manifest().stages.get(stage)
+    if record is None or not ctx.path(stage).exists():
+        return None
+    return _result(ctx, stage, record, True, 0.0)
+
+
+def run_stage(
+    ctx: BuildContext,
+    stage: Stage,
+    results: dict[str, StageResult] | None = None,
+    *,
+    force: bool = False,
+    reuse: Callable[[str, str], tuple[StageRecord, Path] | None] | None = None,
+) -> StageResult:
+    """Run ``stage`` unless its inputs are unchanged; outputs appear atomically or not at all.
+
+    ``results`` holds the earlier stages' results (their typed outputs are handed to ``run``); None
+    reads the required stages' results recorded in the build directory (running one stage alone).
+    ``reuse(stage, fingerprint)`` may copy a matching stage from another build directory into this
+    one and return its record and that directory (what sweeps do across grid points).
+    """
+    if results is None:
+        recorded = {r: recorded_result(ctx, r) for r in stage.requires}
+        results = {r: v for r, v in recorded.items() if v is not None}
+    completed = tuple(results)
     remove_partials(ctx.build_dir)
-    manifest = Manifest.load(ctx.build_dir)
-    inputs = stage_inputs(ctx, stage)
+    upstream = _upstream(results, stage)
+    inputs = stage_inputs(ctx, stage, results)
+    manifest = ctx.manifest()
     if not force and manifest.is_current(stage.name, inputs, ctx.build_dir):
-        record = manifest.stages[stage.name]
-        return StageResult(stage.name, True, record.summary, 0.0)
+        return _result(ctx, stage, manifest.stages[stage.name], True, 0.0)
+    if not force and reuse is not None:
+        copied = reuse(stage.name, hash_value(inputs))
+        if copied is not None:
+            record, source = copied
+            ctx.record_stage(stage.name, record)
+            return _result(ctx, stage, record, True, 0.0, str(source))
     start = time.perf_counter()
     try:
         with _PeakRss() as rss, staged_directory(ctx.path(stage.name)) as out:
-            summary = stage.run(ctx, out)
+            summary = stage.run(ctx, out, upstream)
     except StageError as exc:  # raised by a backend: add what ran before it
         raise StageError(stage.name, exc.detail, completed) from exc
     except EdgecompileError:
@@ -130,5 +183,5 @@ def run_stage(ctx: BuildContext, stage: Stage, *, force: bool = False, completed
         peak_rss_mb=round(rss.peak / 2**20, 1),
         summary=summary,
     )
-    manifest.record(stage.name, record)
-    return StageResult(stage.name, False, summary, wall)
+    ctx.record_stage(stage.name, record)
+    return _result(ctx, stage, record, False, wall)

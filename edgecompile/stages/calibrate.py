@@ -11,14 +11,10 @@ from edgecompile.calibration.ranges import TensorRanges, save_ranges
 from edgecompile.calibration.streaming import calibrate_component
 from edgecompile.errors import InputError
 from edgecompile.plan.plan import PrecisionPlan
-from edgecompile.stages.annotate import load_plan
-from edgecompile.stages.base import Stage, upstream
+from edgecompile.data.sources import calibration_fingerprint, calibration_samples
+from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.data_sources import calibration_fingerprint, calibration_samples
-from edgecompile.stages.export import exported_files
-
-RANGES_FILE = "ranges.json"
-
+from edgecompile.stages.results import RANGES_FILE, CalibrationRanges, Upstream
 
 def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component: str) -> list[str]:
     """Activations feeding or leaving INT8 nodes, and outputs of FP16 nodes (for FP16 safety)."""
@@ -38,17 +34,18 @@ def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component:
 
 class CalibrateStage(Stage):
     name = "calibrate"
-    requires = ("export", "annotate")
+    requires = ("export", "annotate", "transform")
+    output_type = CalibrationRanges
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         c = ctx.recipe.calibration
-        return {**upstream(ctx, self.requires), "calibration": c.model_dump_json(), "set": calibration_fingerprint(c.set), "act_sym": ctx.recipe.quantization.activation_symmetric}
+        return {"calibration": c.model_dump_json(), "set": calibration_fingerprint(c.set), "act_sym": ctx.recipe.quantization.activation_symmetric}
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         c = ctx.recipe.calibration
-        plan = load_plan(ctx)
+        plan = upstream.annotate.plan()
         per_component: dict[str, TensorRanges] = {}
-        for component, path in exported_files(ctx).items():
+        for component, path in upstream.graphs().items():
             model = onnx.load(str(path))
             tensors = tensors_to_calibrate(model, plan, component)
             if not tensors:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecompile.builddir.atomic import write_json
+from edgecompile.builddir.manifest import Manifest, StageRecord
 from edgecompile.config.recipe import ResolvedRecipe, load_recipe
 from edgecompile.errors import InputError
 from edgecompile.models.adapter import LoadedModel, ModelAdapter
@@ -41,6 +42,15 @@ class BuildContext:
             self._loaded = self.adapter.load(self.model_dir)
         return self._loaded
 
+    def manifest(self) -> Manifest:
+        """The build directory's manifest, read fresh (the one place that reads it)."""
+        return read_manifest(self.build_dir)
+
+    def record_stage(self, stage: str, record: StageRecord) -> None:
+        """Record a completed stage (the one place that writes the manifest)."""
+        manifest = self.manifest()
+        manifest.record(stage, record)
+
     def path(self, *parts: str) -> Path:
         return self.build_dir.joinpath(*parts)
 
@@ -72,3 +82,8 @@ class BuildContext:
         if not model_dir.is_dir():
             model_dir = resolve_model(record["model"])
         return cls(build_dir.resolve(), resolved, model_dir, record["model"], adapter_for(model_dir))
+
+
+def read_manifest(build_dir: Path) -> Manifest:
+    """The manifest of any build directory (a sweep reads its siblings' records through this)."""
+    return Manifest.load(build_dir)

@@ -10,15 +10,17 @@ from edgecompile.errors import StageError
 from edgecompile.models.export import PARITY_MIN_COSINE, check_parity, export_component
 from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
+from edgecompile.stages.results import ExportedGraphs, Upstream
 
 
 class ExportStage(Stage):
     name = "export"
+    output_type = ExportedGraphs
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {"model": hash_tree(ctx.model_dir), "adapter": type(ctx.adapter).__name__, "opset": ctx.recipe.opset}
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         summary: dict[str, Any] = {"family": ctx.adapter.family, "components": {}}
         for spec in ctx.adapter.components(ctx.loaded()):
             path = out / f"{spec.name}.onnx"
@@ -28,13 +30,3 @@ class ExportStage(Stage):
                 raise StageError(self.name, f"{spec.name}: exported graph disagrees with torch (cosine {parity['cosine']:.5f} < {PARITY_MIN_COSINE})")
             summary["components"][spec.name] = {"file": path.name, "inputs": list(spec.input_names), "outputs": list(spec.output_names), "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in spec.dynamic_axes.items()}, "parity": parity, "bytes": path.stat().st_size}
         return summary
-
-
-def exported_files(ctx: BuildContext) -> dict[str, Path]:
-    """Component name -> exported float ONNX file, in export order."""
-    folder = ctx.path("export")
-    from edgecompile.builddir.manifest import Manifest
-
-    record = Manifest.load(ctx.build_dir).stages.get("export")
-    names = list(record.summary["components"]) if record else sorted(p.stem for p in folder.glob("*.onnx"))
-    return {name: folder / f"{name}.onnx" for name in names}

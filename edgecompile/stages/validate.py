@@ -14,36 +14,31 @@ from typing import Any
 import numpy as np
 
 from edgecompile.backends.base import artifact_bytes
-from edgecompile.backends.ort_cpu import cpu_runner
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
-from edgecompile.builddir.manifest import Manifest
-from edgecompile.stages.base import Stage, upstream
-from edgecompile.stages.build import load_artifact
+from edgecompile.data.sources import eval_data
+from edgecompile.reports.build_report import write_build_reports
+from edgecompile.runtime.onnx_cpu import cpu_runner
+from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.data_sources import eval_data
-from edgecompile.stages.export import exported_files
+from edgecompile.stages.results import REPORT_FILE, Upstream, ValidationReport
 from edgecompile.validation import deep
 from edgecompile.validation.drift import drift
 from edgecompile.validation.gates import GateResult, evaluate_gate
 from edgecompile.validation.latency import probe
 
-REPORT_FILE = "report.json"
-
-
 class ValidateStage(Stage):
     name = "validate"
-    requires = ("export", "annotate", "calibrate", "build")
+    requires = ("export", "annotate", "transform", "calibrate", "build")
+    output_type = ValidationReport
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         gates = [g.model_dump_json() for g in ctx.recipe.gates]
-        return {**upstream(ctx, self.requires), "eval": ctx.recipe.eval.model_dump_json(), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.recipe.budget_gates}"}
+        return {"eval": ctx.recipe.eval.model_dump_json(), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.recipe.budget_gates}"}
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        report = validate(ctx, out)
+    def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
+        report = validate(ctx, out, upstream)
         write_json(out / REPORT_FILE, report)
-        from edgecompile.reports.build_report import write_build_reports
-
         write_build_reports(out, report)
         return {"verdict": report["verdict"], "failed_gates": [g["name"] for g in report["gates"] if not g["passed"]]}
 
@@ -57,31 +52,31 @@ def _size_mb(directory: Path, files: dict[str, str]) -> float:
     return sum(artifact_bytes(directory / f) for f in files.values()) / 2**20
 
 
-def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
-    """Compute metrics for the artifact and the reference, then the gates."""
-    artifact_dir, artifact = load_artifact(ctx)
+def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
+    """Compute metrics for the artifact and the reference (the exported float graphs), then the gates."""
+    artifact_dir, artifact = upstream.build.folder, upstream.build.artifact
     backend = get_backend(artifact.backend)
-    exported = exported_files(ctx)
+    exported = upstream.export.files
     ref_files = {c: p.name for c, p in exported.items()}
     data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples, ctx.adapter.family)
     loaded = ctx.loaded()
     metrics: dict[str, Any] = {}
     notes: list[str] = list(artifact.notes)
 
-    recorder = deep.recorder_for(ctx)
-    reference_run = recorder.wrap(cpu_runner(ctx.path("export"), ref_files))
+    recorder = deep.recorder_for(ctx.recipe.comparison)
+    reference_run = recorder.wrap(cpu_runner(upstream.export.folder, ref_files))
     ref_metrics, ref_outputs = ctx.adapter.evaluate(loaded, reference_run, data)
     deep.save_reference(recorder, out)
     np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
     for key, value in ref_metrics.items():
         metrics[f"{key}.reference"] = value
 
-    ref_latency = _latency(ctx, "ort-cpu", ctx.path("export"), ref_files)
+    ref_latency = _latency(ctx, "ort-cpu", upstream.export.folder, ref_files)
     for c, lat in ref_latency.items():
         metrics[f"latency.reference.{c}.p50_ms"] = lat["p50_ms"]
         metrics[f"latency.reference.{c}.p90_ms"] = lat["p90_ms"]
 
-    ref_size = _size_mb(ctx.path("export"), ref_files)
+    ref_size = _size_mb(upstream.export.folder, ref_files)
     art_size = _size_mb(artifact_dir, artifact.components)
     metrics.update({"size.reference_mb": ref_size, "size.artifact_mb": art_size, "size.compression_ratio": ref_size / art_size if art_size else None})
     for c, f in artifact.components.items():
@@ -102,7 +97,11 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
                 continue
             for name, value in drift(ref, cand_outputs[key]).items():
                 metrics[f"drift.{key.replace('/', '.')}.{name}"] = value
-        metrics.update(deep.compare_candidate(ctx, out, candidate_run, artifact_dir, artifact))
+        metrics.update(
+            deep.compare_candidate(
+                ctx.recipe.comparison, out, ctx.path("validate"), candidate_run, artifact_dir, artifact, exported, upstream.build.effective_plan_path, fp16_native=ctx.target.executes("fp16")
+            )
+        )
         latency = _latency(ctx, artifact.backend, artifact_dir, artifact.components)
         for c, lat in latency.items():
             metrics[f"latency.{c}.p50_ms"] = lat["p50_ms"]
@@ -116,8 +115,8 @@ def validate(ctx: BuildContext, out: Path) -> dict[str, Any]:
         notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
         metrics.update(backend.structural_check(artifact_dir, artifact))
 
-    gates = _gates(ctx, metrics) + deep.extra_gates(ctx, out, recorder)
-    manifest = Manifest.load(ctx.build_dir)
+    gates = _gates(ctx, metrics) + deep.extra_gates(ctx.recipe.comparison, out, recorder)
+    manifest = ctx.manifest()
     return {
         "schema_version": 1,
         "verdict": "pass" if all(g.passed for g in gates) else "fail",

@@ -15,7 +15,6 @@ from typing import Any
 from edgecompile.backends.base import Artifact
 from edgecompile.builddir.atomic import write_json
 from edgecompile.models.adapter import ComponentRunner
-from edgecompile.stages.context import BuildContext
 from edgecompile.validation.gates import GateResult
 from edgecompile.validation.polygraphy_compare import (
     COMPARE_DIR,
@@ -32,46 +31,48 @@ LAYERS_FILE = "layers.json"
 TOP_LAYERS = 10
 
 
-def recorder_for(ctx: BuildContext) -> ReferenceRecorder:
-    return ReferenceRecorder(ctx.recipe.comparison.max_iterations)
+def recorder_for(comparison: Any) -> ReferenceRecorder:
+    """``comparison``: the recipe's ComparisonSettings."""
+    return ReferenceRecorder(comparison.max_iterations)
 
 
 def save_reference(recorder: ReferenceRecorder, out: Path) -> None:
     recorder.save(out / REFERENCE_DIR)
 
 
-def compare_candidate(ctx: BuildContext, out: Path, run: ComponentRunner, artifact_dir: Path, artifact: Artifact) -> dict[str, Any]:
-    """Polygraphy comparison and layer attribution of a candidate that runs here; returns metrics."""
-    c = ctx.recipe.comparison
+def compare_candidate(
+    c: Any, out: Path, final: Path, run: ComponentRunner, artifact_dir: Path, artifact: Artifact, exported: dict[str, Path], effective_plan: Path, *, fp16_native: bool
+) -> dict[str, Any]:
+    """Polygraphy comparison and layer attribution of a candidate that runs here; returns metrics.
+
+    ``c`` is the recipe's ComparisonSettings; ``out`` the staging directory being written and
+    ``final`` the validate directory it becomes (the repeat commands name the final one).
+    """
     files = {comp: artifact_dir / f for comp, f in artifact.components.items()}
     result = compare_with_reference(out / REFERENCE_DIR, out / COMPARE_DIR, run, c, files)
     metrics: dict[str, Any] = dict(comparison_metrics(result))
     if c.layer_attribution and all(f.endswith(".onnx") for f in artifact.components.values()):
         from edgecompile.plan.plan import PrecisionPlan
-        from edgecompile.stages.build import EFFECTIVE_PLAN
-        from edgecompile.stages.export import exported_files
         from edgecompile.validation.layer_attribution import attribute_build
 
-        plan = PrecisionPlan.load(ctx.path("build", EFFECTIVE_PLAN))
+        plan = PrecisionPlan.load(effective_plan)
         feeds = {comp: load_reference(out / REFERENCE_DIR, comp)[0][: c.layer_samples] for comp in result["components"]}
-        rows = attribute_build(exported_files(ctx), artifact_dir, artifact.components, list(plan.entries), feeds, fp16_native=ctx.target.executes("fp16"))
+        rows = attribute_build(exported, artifact_dir, artifact.components, list(plan.entries), feeds, fp16_native=fp16_native)
         write_json(out / LAYERS_FILE, {"ranked_by": "added (isolated relative L2 error, artifact session options)", "layers": [r.to_json() for r in rows]})
         for rank, row in enumerate(rows[:TOP_LAYERS]):
             metrics[f"layers.top{rank + 1}"] = f"{row.component}/{row.node}"
         if rows and rows[0].added is not None:
             metrics["layers.max_added_error"] = rows[0].added
         result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
-    final = str(ctx.path("validate"))  # ``out`` is the stage's staging directory; commands name the final one
-    result["commands"] = {comp: line.replace(str(out), final) for comp, line in result["commands"].items()}
+    result["commands"] = {comp: line.replace(str(out), str(final)) for comp, line in result["commands"].items()}
     write_json(out / COMPARISON_FILE, result)
     for comp, line in result["commands"].items():
         print(f"  repeat the {comp} comparison: {line}")
     return metrics
 
 
-def extra_gates(ctx: BuildContext, out: Path, recorder: ReferenceRecorder) -> list[GateResult]:
-    """Comparison gates (when the recipe asks for them); outputs never compared fail."""
-    c = ctx.recipe.comparison
+def extra_gates(c: Any, out: Path, recorder: ReferenceRecorder) -> list[GateResult]:
+    """Comparison gates (when the recipe asks for them); outputs never compared fail. ``c``: ComparisonSettings."""
     if not c.gates:
         return []
     expected = {comp: list(outs[0]) for comp, outs in recorder.outputs.items() if outs}

@@ -37,7 +37,7 @@ def coreml_build(tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory):  # 
 
 
 def test_weights_compressed_as_planned(coreml_build) -> None:  # noqa: ANN001
-    from edgecompile.backends.coreml import program_summary
+    from edgecompile.backends.coreml.backend import program_summary
 
     vision = program_summary(coreml_build.path("build", "vision_encoder.mlpackage"))
     text = program_summary(coreml_build.path("build", "text_encoder.mlpackage"))
@@ -62,7 +62,7 @@ def test_structural_metrics_and_honest_verdict(coreml_build) -> None:  # noqa: A
 
 
 def test_ort_coreml_ep_partition_coverage(coreml_build) -> None:  # noqa: ANN001
-    from edgecompile.backends.coreml_ep import fp16_graph, partition_coverage
+    from edgecompile.backends.coreml.ort_ep import fp16_graph, partition_coverage
 
     model = fp16_graph(onnx.load(str(coreml_build.path("export", "vision_encoder.onnx"))))
     coverage = partition_coverage(model)
@@ -71,7 +71,7 @@ def test_ort_coreml_ep_partition_coverage(coreml_build) -> None:  # noqa: ANN001
 
 def test_ort_coreml_ep_refuses_quantized_plans(coreml_build) -> None:  # noqa: ANN001
     from edgecompile.backends.base import BuildInputs
-    from edgecompile.backends.coreml_ep import build_ort_coreml_ep
+    from edgecompile.backends.coreml.ort_ep import build_ort_coreml_ep
     from edgecompile.errors import InputError
     from edgecompile.plan.plan import PrecisionPlan
 

@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 
-from edgecompile.backends.decoder_fusion import fuse_decoder
-from edgecompile.backends.decoder_prep import fusion_parity, prepare_decoder
+from edgecompile.backends.ort_cpu.decoder_fusion import fuse_decoder
+from edgecompile.backends.ort_cpu.decoder_prep import fusion_parity, prepare_decoder
 from edgecompile.models.adapter import ComponentSpec
 from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs, decoder_parity
 from edgecompile.models.export import export_component
@@ -48,13 +48,13 @@ def test_fp32_fusion_matches_every_layer_and_torch(exported, tmp_path: Path) -> 
 
 
 def test_int4_decoder_is_fused_with_packed_qkv_and_keeps_parity(exported) -> None:  # noqa: ANN001
-    from edgecompile.backends.ort_quant import insert_matmul_nbits
+    from edgecompile.backends.common.onnx_quant import insert_matmul_nbits
     from edgecompile.plan.plan import annotate
     from edgecompile.plan.rules import rules_for
 
     graph = onnx.load(str(exported[2]))
     plan = annotate({"decoder": graph}, rules_for("vlm-default", (), 32), "vlm-default")
-    int4 = insert_matmul_nbits(graph, plan.for_component("decoder"), "rtn")
+    int4 = insert_matmul_nbits(graph, plan.for_component("decoder"))
     model, note = prepare_decoder(int4, "decoder")
     assert note is not None and "2 GroupQueryAttention" in note and "2 packed QKV" in note, note
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]

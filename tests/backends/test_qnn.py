@@ -17,9 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn is not installed (pip install 'edgecompile[qnn]'); the qnn backend cannot build or run")
 
 from edgecompile.backends.base import BuildInputs  # noqa: E402
-from edgecompile.backends.qnn import QnnBackend, qnn_options  # noqa: E402
-from edgecompile.backends.qnn_quant import qdq_types  # noqa: E402
-from edgecompile.backends.qnn_session import EP_NAME, htp_session, provider_options  # noqa: E402
+from edgecompile.backends.qnn.backend import QnnBackend, qnn_options  # noqa: E402
+from edgecompile.backends.qnn.quant import qdq_types  # noqa: E402
+from edgecompile.backends.qnn.session import EP_NAME, htp_session, provider_options  # noqa: E402
 from edgecompile.config.recipe import Recipe  # noqa: E402
 from edgecompile.config.target import Target  # noqa: E402
 from edgecompile.errors import InputError, StageError  # noqa: E402
@@ -219,8 +219,8 @@ def test_tiny_clip_on_the_htp_emulator(tmp_path: Path) -> None:
     # The HTP graph preparation is exact: static shapes + rewrites + padding change no output.
     import onnxruntime as ort
 
-    from edgecompile.backends.qnn import pad_feeds
-    from edgecompile.backends.qnn_graph import prepare, static_shapes
+    from edgecompile.backends.qnn.backend import pad_feeds
+    from edgecompile.backends.qnn.graph import prepare, static_shapes
 
     exported = onnx.load(str(ctx.path("export", "text_encoder.onnx")))
     shapes = static_shapes(exported, None, "text_encoder")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from edgecompile.backends import qnn_session
+from edgecompile.backends.qnn import session as qnn_session
 from edgecompile.backends.registry import get_backend
 
 

@@ -63,7 +63,7 @@ def test_int4_block_dequantize_on_planned_linears(trt_build) -> None:  # noqa: A
 
 
 def test_residual_adds_not_quantized_and_weights_per_channel(trt_build) -> None:  # noqa: ANN001
-    from edgecompile.backends.trt_onnx import check_explicit_quantization
+    from edgecompile.backends.tensorrt.explicit_quant import check_explicit_quantization
     from edgecompile.plan.roles import classify_graph
 
     for component in ("vision_encoder", "text_encoder"):
@@ -77,8 +77,8 @@ def test_residual_adds_not_quantized_and_weights_per_channel(trt_build) -> None:
 
 def test_rules_catch_an_ort_cpu_style_graph(trt_build) -> None:  # noqa: ANN001
     """The same check rejects asymmetric uint8 activations (what ORT CPU builds): the check can fail."""
-    from edgecompile.backends.ort_quant import QdqSettings, insert_qdq
-    from edgecompile.backends.trt_onnx import check_explicit_quantization
+    from edgecompile.backends.common.onnx_quant import QdqSettings, insert_qdq
+    from edgecompile.backends.tensorrt.explicit_quant import check_explicit_quantization
     from edgecompile.calibration.ranges import load_ranges
     from edgecompile.plan.plan import PrecisionPlan
 
@@ -90,7 +90,7 @@ def test_rules_catch_an_ort_cpu_style_graph(trt_build) -> None:  # noqa: ANN001
 
 
 def test_stand_in_labelled_and_engine_script_written(trt_build) -> None:  # noqa: ANN001
-    from edgecompile.backends.tensorrt import STAND_IN, tensorrt_status
+    from edgecompile.backends.tensorrt.backend import STAND_IN, tensorrt_status
 
     artifact = json.loads(trt_build.path("build", "artifact.json").read_text())
     script = trt_build.path("build", "build_engine.sh").read_text()
@@ -109,7 +109,7 @@ def test_drift_on_onnx_runtime_cpu(trt_build) -> None:  # noqa: ANN001
 
 
 def test_engine_cache_key_changes_with_each_part(tmp_path: Path) -> None:
-    from edgecompile.backends.tensorrt import engine_cache_key
+    from edgecompile.backends.tensorrt.backend import engine_cache_key
 
     graph = tmp_path / "m.onnx"
     graph.write_bytes(b"graph")
@@ -121,8 +121,8 @@ def test_engine_cache_key_changes_with_each_part(tmp_path: Path) -> None:
 @pytest.mark.tensorrt
 def test_engine_builds_and_matches_onnx(trt_build) -> None:  # noqa: ANN001
     pytest.importorskip("tensorrt", reason="needs the tensorrt package (and an NVIDIA GPU)")
-    from edgecompile.backends.tensorrt import shape_profile, tensorrt_status
-    from edgecompile.backends.tensorrt import build_engine
+    from edgecompile.backends.tensorrt.backend import shape_profile, tensorrt_status
+    from edgecompile.backends.tensorrt.backend import build_engine
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
@@ -135,7 +135,7 @@ def test_engine_builds_and_matches_onnx(trt_build) -> None:  # noqa: ANN001
     feeds = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     with TrtRunner(EngineFromBytes(BytesFromPath(str(engine)))) as runner:
         got = runner.infer(feeds)["image_embeds"]
-    from edgecompile.backends.ort_cpu import cpu_session
+    from edgecompile.runtime.onnx_cpu import cpu_session
 
     want = cpu_session(onnx_path).run(None, feeds)[0]
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)

@@ -92,7 +92,7 @@ def test_build_dir_that_is_not_one_exits_3(tmp_path: Path) -> None:
 def test_unavailable_backend_exits_4(build_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A backend that reports it cannot build here stops the build with exit 4 and its reason."""
     from edgecompile.backends.base import Availability
-    from edgecompile.backends.ort_cpu import OrtCpuBackend
+    from edgecompile.backends.ort_cpu.backend import OrtCpuBackend
 
     monkeypatch.setattr(OrtCpuBackend, "availability", lambda self: Availability(False, False, "no CPU execution provider in this onnxruntime"))
     result = CliRunner().invoke(main, ["build", "--build", str(build_copy), "--force"])

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.ort_cpu.backend import OrtCpuBackend
 from edgecompile.calibration.streaming import calibrate_component
 from edgecompile.config.target import Target
 from edgecompile.plan.plan import annotate

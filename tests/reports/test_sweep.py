@@ -34,6 +34,6 @@ def test_sweep_reuses_export(built: Path, tmp_path: Path) -> None:
         assert "export" in row["reused"] and "annotate" in row["reused"] and "export" not in row["ran"]
         assert "calibrate" in row["ran"] or "calibrate" in row["reused"]
         assert _digest(Path(row["build_dir"]) / "export" / "vision_encoder.onnx") == _digest(built / "export" / "vision_encoder.onnx")
-    assert rows[0]["reused"] == ["export", "annotate", "calibrate", "build"]  # same settings as the reused build
+    assert rows[0]["reused"] == ["export", "annotate", "transform", "calibrate", "build"]  # same settings as the reused build
     assert "calibrate" in rows[1]["ran"]  # a different calibration really re-calibrates
     assert (tmp_path / "sweep" / "recipes" / "tiny-4.yaml").is_file()

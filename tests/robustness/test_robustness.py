@@ -13,7 +13,7 @@ from edgecompile.errors import InputError
 from edgecompile.robustness.build import robustness_path, run_robustness
 from edgecompile.robustness.robustness import summarize
 from edgecompile.stages.context import BuildContext
-from edgecompile.stages.data_sources import eval_data
+from edgecompile.data.sources import eval_data
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 

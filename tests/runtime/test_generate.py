@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgecompile.backends.base import Artifact
-from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.ort_cpu.backend import OrtCpuBackend
 from edgecompile.models.llava import LlavaAdapter
 from edgecompile.runtime.generate import generate, splice_image_features
 from tests.llava_build import built_llava

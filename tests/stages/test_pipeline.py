@@ -63,7 +63,7 @@ def test_report_has_the_contract_fields(tiny_build: Path) -> None:
 def test_rerun_skips_unchanged_stages(build_copy: Path) -> None:
     ctx = BuildContext.open(build_copy)
     results = run_until(ctx, "validate")
-    assert [r.skipped for r in results] == [True] * 5
+    assert [r.skipped for r in results] == [True] * 6
 
 
 def test_changed_calibration_redoes_only_later_stages(build_copy: Path) -> None:
@@ -71,7 +71,7 @@ def test_changed_calibration_redoes_only_later_stages(build_copy: Path) -> None:
     recipe.write_text(recipe.read_text().replace("method: minmax", "method: percentile"))
     ctx = BuildContext.open(build_copy)
     results = {r.stage: r.skipped for r in run_until(ctx, "build")}
-    assert results == {"export": True, "annotate": True, "calibrate": False, "build": False}
+    assert results == {"export": True, "annotate": True, "transform": True, "calibrate": False, "build": False}
 
 
 def test_damaged_output_is_redone(build_copy: Path) -> None:
@@ -88,7 +88,7 @@ class _Interrupted(RuntimeError):
 def test_failed_stage_leaves_no_half_written_output(build_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = (build_copy / "build" / "vision_encoder.onnx").read_bytes()
 
-    def explode(self, ctx, out):  # noqa: ANN001, ANN202
+    def explode(self, ctx, out, upstream):  # noqa: ANN001, ANN202
         (out / "vision_encoder.onnx").write_bytes(b"half written")
         raise KeyboardInterrupt
 
@@ -104,7 +104,7 @@ def test_failed_first_build_leaves_no_artifact_dir(tiny_clip: Path, tmp_path: Pa
     from recipe_files import write_recipe
     from edgecompile.errors import StageError
 
-    def explode(self, ctx, out):  # noqa: ANN001, ANN202
+    def explode(self, ctx, out, upstream):  # noqa: ANN001, ANN202
         (out / "vision_encoder.onnx").write_bytes(b"half written")
         raise ValueError("simulated backend crash")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from edgecompile.backends.ort_quant import QdqSettings, insert_qdq
+from edgecompile.backends.common.onnx_quant import QdqSettings, insert_qdq
 from edgecompile.calibration.ranges import TensorRanges, load_ranges
 from edgecompile.plan.plan import PrecisionPlan
 from edgecompile.validation.layer_attribution import attribute_layers

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgecompile.backends.base import Artifact
-from edgecompile.backends.ort_cpu import OrtCpuBackend
+from edgecompile.backends.ort_cpu.backend import OrtCpuBackend
 from edgecompile.config.recipe import Comparison, OutputTolerance
 from edgecompile.validation.polygraphy_compare import (
     ReferenceRecorder,

@@ -15,26 +15,13 @@ import onnx
 import onnxruntime as ort
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
-from edgecompile.backends.decoder_prep import prepare_decoder
-from edgecompile.backends.fp16_storage import store_weights_fp16
-from edgecompile.backends.graph_tidy import finish
-from edgecompile.backends.ort_quant import QdqSettings, insert_matmul_nbits, insert_qdq
-from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
-
-
-def cpu_session(path: Path | str | bytes, threads: int = 0) -> ort.InferenceSession:
-    """ORT_ENABLE_ALL, and intra-op threads that sleep instead of spinning between nodes.
-
-    A decode step is hundreds of sub-millisecond kernels; spinning workers fight for the cores with
-    everything else on a shared or small CPU (measured on 2 busy cores: decode 2x faster without).
-    """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
+from edgecompile.backends.ort_cpu.decoder_prep import prepare_decoder
+from edgecompile.backends.common.fp16_storage import store_weights_fp16
+from edgecompile.backends.common.graph_tidy import finish
+from edgecompile.backends.common.onnx_quant import QdqSettings, insert_matmul_nbits, insert_qdq
+from edgecompile.models.adapter import ComponentRunner
+from edgecompile.runtime.onnx_cpu import cpu_runner
+from edgecompile.transforms.prequantized import Prequantized
 
 
 class OrtCpuBackend(Backend):
@@ -61,9 +48,8 @@ class OrtCpuBackend(Backend):
             model = onnx.load(str(source))
             entries = inputs.plan.for_component(component)
             model = insert_qdq(model, component, entries, inputs.ranges[component], self.settings(inputs)) if component in inputs.ranges else model
-            algorithm = inputs.recipe.quantization.int4_algorithm
-            feeds = inputs.calibration_feeds(component) if algorithm == "gptq" and inputs.calibration_feeds is not None and any(e.precision == "int4" for e in entries) else None
-            model = insert_matmul_nbits(model, entries, algorithm, feeds)
+            pre = Prequantized.load(inputs.prequantized[component]) if component in inputs.prequantized else None
+            model = insert_matmul_nbits(model, entries, pre)
             model, fusion_note = prepare_decoder(model, component)
             notes += [fusion_note] if fusion_note else []
             model, fp16_weights = store_weights_fp16(model, entries)
@@ -76,18 +62,3 @@ class OrtCpuBackend(Backend):
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
         return cpu_runner(artifact_dir, artifact.components)
-
-
-def cpu_runner(directory: Path, files: dict[str, str]) -> ComponentRunner:
-    """Run ONNX components on ONNX Runtime CPU, one lazily opened session each; extra feeds are ignored."""
-    sessions: dict[str, ort.InferenceSession] = {}
-
-    def run(component: str, feeds: Feeds) -> Outputs:
-        if component not in sessions:
-            sessions[component] = cpu_session(directory / files[component])
-        session = sessions[component]
-        names = [o.name for o in session.get_outputs()]
-        wanted = {i.name for i in session.get_inputs()}
-        return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
-
-    return run

@@ -28,9 +28,8 @@ import numpy as np
 import onnx
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
-from edgecompile.backends.ort_cpu import cpu_runner
-from edgecompile.backends.registry import register
-from edgecompile.backends.trt_onnx import check_explicit_quantization, explicit_quantization_graph
+from edgecompile.runtime.onnx_cpu import cpu_runner
+from edgecompile.backends.tensorrt.explicit_quant import check_explicit_quantization, explicit_quantization_graph
 from edgecompile.errors import BackendUnavailable, InputError
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 from edgecompile.plan.roles import classify_graph
@@ -221,5 +220,3 @@ class TensorRtBackend(Backend):
 
         return run
 
-
-register("tensorrt", TensorRtBackend)

@@ -22,59 +22,15 @@ parity against the unfused graph (``fusion_parity``) and keep the unfused graph 
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgecompile.backends.common.graph_tidy import topological_sort
+from edgecompile.backends.ort_cpu.decoder_attention import fuse_attention, pack_qkv
+from edgecompile.backends.ort_cpu.fusion_graph import FusionGraph, FusionReport
+
 _MS = "com.microsoft"
-
-
-@dataclass
-class FusionReport:
-    """What the rewrite did; ``changed`` is False when nothing matched (the graph is returned as is)."""
-
-    rms_norms: int = 0
-    skip_norms: int = 0
-    attentions: int = 0
-    packed_qkv: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.rms_norms or self.attentions or self.packed_qkv)
-
-
-class _Graph:
-    """Producer/consumer/initializer indexes over a GraphProto, rebuilt after each rewrite."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.graph = graph
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.producer = {o: n for n in self.graph.node for o in n.output if o}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in self.graph.node:
-            for i in n.input:
-                self.consumers[i].append(n)
-        self.inits = {i.name: i for i in self.graph.initializer}
-        self.outputs = {o.name for o in self.graph.output}
-
-    def const(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
-
-    def prod(self, name: str, op: str | tuple[str, ...]) -> onnx.NodeProto | None:
-        node = self.producer.get(name)
-        ops = (op,) if isinstance(op, str) else op
-        return node if node is not None and node.op_type in ops else None
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):  # noqa: ANN001, ANN202
@@ -92,7 +48,7 @@ def _other(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
-def fuse_rms_norms(g: _Graph, report: FusionReport) -> None:
+def fuse_rms_norms(g: FusionGraph, report: FusionReport) -> None:
     """Pow(x,2) -> ReduceMean(-1) -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x) -> Mul(w) => SimplifiedLayerNormalization."""
     new_nodes: list[onnx.NodeProto] = []
     for pow_node in [n for n in g.graph.node if n.op_type == "Pow"]:
@@ -116,7 +72,7 @@ def fuse_rms_norms(g: _Graph, report: FusionReport) -> None:
     g.graph.node.extend(new_nodes)
 
 
-def _rms_chain(g: _Graph, pow_node: onnx.NodeProto) -> tuple[float, str, onnx.NodeProto] | None:
+def _rms_chain(g: FusionGraph, pow_node: onnx.NodeProto) -> tuple[float, str, onnx.NodeProto] | None:
     if _scalar(g.const(pow_node.input[1])) != 2.0:
         return None
     x = pow_node.input[0]
@@ -137,7 +93,7 @@ def _rms_chain(g: _Graph, pow_node: onnx.NodeProto) -> tuple[float, str, onnx.No
     return eps, weight, mul_w
 
 
-def dead_code_elimination(g: _Graph) -> None:
+def dead_code_elimination(g: FusionGraph) -> None:
     """Drop nodes none of whose outputs reach a graph output, then unused initializers."""
     live, work, keep_ids = set(g.outputs), list(g.outputs), set()
     while work:
@@ -159,13 +115,10 @@ def dead_code_elimination(g: _Graph) -> None:
 
 def fuse_decoder(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionReport]:
     """Rewrite a copy of ``model``; returns it with a report (unchanged copy when nothing matched)."""
-    from edgecompile.backends.decoder_attention import fuse_attention, pack_qkv
-    from edgecompile.backends.graph_tidy import topological_sort
-
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
     report = FusionReport()
-    g = _Graph(fused.graph)
+    g = FusionGraph(fused.graph)
     fuse_rms_norms(g, report)
     g.refresh()
     fuse_attention(g, report)

@@ -25,7 +25,7 @@ def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The whole graph in FP16 with float32 inputs/outputs, in graph order (the converter appends its Casts)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edgecompile.backends.graph_tidy import topological_sort
+    from edgecompile.backends.common.graph_tidy import topological_sort
 
     return topological_sort(convert_float_to_float16(model, keep_io_types=True))
 

@@ -23,8 +23,7 @@ import onnx
 from pydantic import Field, ValidationError
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
-from edgecompile.backends.qnn_quant import HtpQuantSettings, calibrate_prepared, qdq_types, quantize_for_htp, range_gap
-from edgecompile.backends.registry import register
+from edgecompile.backends.qnn.quant import HtpQuantSettings, calibrate_prepared, qdq_types, quantize_for_htp, range_gap
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.config.target import Strict, Target
 from edgecompile.errors import BackendUnavailable, InputError, StageError
@@ -72,7 +71,7 @@ class QnnBackend(Backend):
     description = "Qualcomm Hexagon NPU (HTP) via ONNX Runtime QNN EP: QDQ u16/u8 + EPContext binary; validated on the x86-64 HTP emulator"
 
     def availability(self) -> Availability:
-        from edgecompile.backends.qnn_session import register_qnn
+        from edgecompile.backends.qnn.session import register_qnn
 
         try:
             version = register_qnn()
@@ -110,8 +109,8 @@ class QnnBackend(Backend):
         return HtpQuantSettings(activation_type=activation, weight_type=options.weight_type, method=c.method, percentile=c.percentile, bins=c.bins)
 
     def build(self, inputs: BuildInputs) -> Artifact:
-        from edgecompile.backends.qnn_graph import prepare, static_shapes
-        from edgecompile.backends.qnn_session import placement, provider_options
+        from edgecompile.backends.qnn.graph import prepare, static_shapes
+        from edgecompile.backends.qnn.session import placement, provider_options
 
         if inputs.adapter is not None and getattr(inputs.adapter, "family", "") == "generative":
             # Static-shape padding of a KV-cache decoder needs a cache layout (masking padded past
@@ -158,7 +157,7 @@ class QnnBackend(Backend):
         return Artifact(self.name, files, runs_here=True, where=WHERE, notes=notes, extra=summary)
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
-        from edgecompile.backends.qnn_session import htp_session, provider_options
+        from edgecompile.backends.qnn.session import htp_session, provider_options
 
         extra = artifact.extra or _saved_extra(artifact_dir)
         options = provider_options(int(extra.get("soc_model", 57)), int(extra.get("htp_arch", 75)))
@@ -209,7 +208,7 @@ def _placement(qdq: onnx.ModelProto, ep_options: dict[str, str], placement: Any)
 
 def _compile_context(qdq_path: Path, ctx_path: Path, ep_options: dict[str, str], *, strict: bool) -> None:
     """Create the EPContext model (HTP context binary embedded) and re-open it to prove it loads."""
-    from edgecompile.backends.qnn_session import htp_session
+    from edgecompile.backends.qnn.session import htp_session
 
     ctx_path.unlink(missing_ok=True)
     htp_session(qdq_path, ep_options, strict=strict, context_out=ctx_path)
@@ -217,5 +216,3 @@ def _compile_context(qdq_path: Path, ctx_path: Path, ep_options: dict[str, str],
         raise StageError("build", f"QNN EP did not write the EPContext model {ctx_path.name}")
     htp_session(ctx_path, ep_options, strict=strict)
 
-
-register("qnn", QnnBackend)

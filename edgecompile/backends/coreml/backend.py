@@ -27,7 +27,6 @@ import numpy as np
 import onnx
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs, artifact_bytes
-from edgecompile.backends.registry import register
 from edgecompile.errors import BackendUnavailable, InputError
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 
@@ -127,12 +126,12 @@ class CoreMlBackend(Backend):
     def build(self, inputs: BuildInputs) -> Artifact:
         options = {**inputs.target.backend_options, **inputs.recipe.backend_options}
         if options.get("coreml_format", "mlprogram") == "ort-coreml-ep":
-            from edgecompile.backends.coreml_ep import build_ort_coreml_ep
+            from edgecompile.backends.coreml.ort_ep import build_ort_coreml_ep
 
             return build_ort_coreml_ep(inputs)
         if inputs.model_dir is None or inputs.adapter is None:
             raise InputError("the coreml backend converts from the torch model: the build needs the model directory and adapter (BuildInputs.model_dir/adapter)")
-        from edgecompile.backends.coreml_convert import compress, convert
+        from edgecompile.backends.coreml.convert import compress, convert
 
         loaded = inputs.adapter.load(Path(inputs.model_dir))
         palettize = options.get("coreml_palettize_bits")
@@ -191,7 +190,7 @@ class CoreMlBackend(Backend):
         if platform.system() != "Darwin":
             raise BackendUnavailable(f"CoreML prediction needs macOS; this is {platform.system()}")
         if artifact.extra.get("format") == "ort-coreml-ep":
-            from edgecompile.backends.coreml_ep import ort_coreml_runner
+            from edgecompile.backends.coreml.ort_ep import ort_coreml_runner
 
             return ort_coreml_runner(artifact_dir, artifact)
         import coremltools as ct
@@ -209,5 +208,3 @@ class CoreMlBackend(Backend):
 
         return run
 
-
-register("coreml", CoreMlBackend)

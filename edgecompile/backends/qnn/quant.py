@@ -23,7 +23,7 @@ from onnx import numpy_helper
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.calibration.streaming import calibrate_component
 
-from edgecompile.backends.ort_quant import QTYPES as _QTYPES
+from edgecompile.backends.common.onnx_quant import QTYPES as _QTYPES
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgecompile.backends.graph_tidy import topological_sort
-from edgecompile.backends.ort_quant import QdqSettings, insert_qdq
+from edgecompile.backends.common.graph_tidy import topological_sort
+from edgecompile.backends.common.onnx_quant import QdqSettings, insert_qdq
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.errors import InputError
 from edgecompile.plan.plan import PlanEntry

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecompile.config.resolve import resolve
 from edgecompile.errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CALIBRATION_SETS_DIR = REPO_ROOT / "calibration_sets"
 
 _WORDS = ("red", "green", "blue", "yellow", "circle", "square", "triangle", "star", "left", "right", "center", "a", "photo", "of", "on", "the")
 
@@ -57,6 +56,13 @@ def synthetic_samples(count: int, seed: int = 0, size: int = 224) -> Iterator[Sy
         yield SyntheticSample(Image.fromarray(pixels), words, question=template, answer=str(qa.choice(answers)))
 
 
+def _calibration_file(name: str) -> Path:
+    try:
+        return resolve("calibration_set", name)
+    except InputError as exc:
+        raise InputError(f"calibration.set: {exc}") from None
+
+
 def calibration_samples(name: str, count: int) -> Iterator[object]:
     """Samples of calibration set ``name`` (a name in calibration_sets/ or a YAML path)."""
     if name == "synthetic":
@@ -67,7 +73,7 @@ def calibration_samples(name: str, count: int) -> Iterator[object]:
     except ImportError as exc:
         raise InputError(f"calibration.set: '{name}' needs edgecompile.data, which is not installed; use 'synthetic'") from exc
     try:
-        yield from load_calibration_set(name, CALIBRATION_SETS_DIR).samples(count)
+        yield from load_calibration_set(str(_calibration_file(name)), Path('.')).samples(count)
     except ValueError as exc:
         raise InputError(f"calibration.set: {exc}") from None
 
@@ -78,7 +84,7 @@ def calibration_fingerprint(name: str) -> str:
     try:
         from edgecompile.data.calibration_sets import load_calibration_set
 
-        return load_calibration_set(name, CALIBRATION_SETS_DIR).fingerprint()
+        return load_calibration_set(str(_calibration_file(name)), Path('.')).fingerprint()
     except (ImportError, ValueError) as exc:
         raise InputError(f"calibration.set: cannot resolve '{name}': {exc}") from None
 

@@ -6,10 +6,7 @@ types and symmetry they ask for, not in how Q/DQ nodes are placed.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import onnx
@@ -17,6 +14,7 @@ import onnx
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.errors import InputError
 from edgecompile.plan.plan import PlanEntry
+from edgecompile.transforms.prequantized import Prequantized, apply_prequantized
 
 QTYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
 
@@ -80,8 +78,12 @@ def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry],
     return quantizer.model.model
 
 
-def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], algorithm: str, calibration_feeds: Iterable[dict] | None = None) -> onnx.ModelProto:
-    """Replace the plan's INT4 MatMuls by MatMulNBits (block-wise, weight-only) with RTN or GPTQ."""
+def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], prequantized: Prequantized | None = None) -> onnx.ModelProto:
+    """Replace the plan's INT4 MatMuls by MatMulNBits (block-wise, weight-only).
+
+    MatMuls a weight transform already rounded (GPTQ's ``prequantized`` codes) are packed as they
+    are; the rest are rounded to nearest by onnxruntime's MatMulNBitsQuantizer.
+    """
     int4 = [e for e in entries if e.precision == "int4"]
     if not int4:
         return model
@@ -93,42 +95,13 @@ def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], algori
         raise InputError("INT4 nodes of one component must share block_size and symmetry (MatMulNBits takes one setting per pass)")
     block = blocks.pop() or 32
     sym = symmetric.pop()
-    if algorithm == "gptq":
-        if calibration_feeds is None:
-            raise InputError("quantization.int4_algorithm: gptq needs calibration samples for this component")
-        return _gptq(model, {e.node for e in int4}, block, sym, list(calibration_feeds))
+    remaining = [e.node for e in int4]
+    if prequantized is not None:
+        model, replaced = apply_prequantized(model, prequantized, set(remaining))
+        remaining = [n for n in remaining if n not in replaced]
+        if not remaining:
+            return model
     config = mnb.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=sym, accuracy_level=4)
-    quantizer = mnb.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=sym, accuracy_level=4, nodes_to_include=[e.node for e in int4], algo_config=config)
+    quantizer = mnb.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=sym, accuracy_level=4, nodes_to_include=remaining, algo_config=config)
     quantizer.process()
     return quantizer.model.model
-
-
-def _gptq(model: onnx.ModelProto, nodes: set[str], block: int, symmetric: bool, feeds: list[dict]) -> onnx.ModelProto:
-    """GPTQ through onnxruntime's own implementation (onnxruntime.quantization.neural_compressor.gptq_quantize).
-
-    Called directly rather than through MatMulNBitsQuantizer: that path builds its per-node config from
-    *every* constant-weight MatMul and ignores ``nodes_to_include`` (it would also INT4 the lm_head the plan
-    keeps INT8), and it deep-copies the data reader, which a streaming reader cannot survive. Here every
-    MatMul outside the plan's INT4 set is marked "fp32" (left alone) and the feeds are a list.
-    """
-    if not feeds:
-        raise InputError("quantization.int4_algorithm: gptq got no calibration samples for this component")
-    from onnxruntime.quantization.neural_compressor import gptq_quantize
-
-    scheme = "sym" if symmetric else "asym"
-    config: dict[str, object] = {n.name: ({"bits": 4, "group_size": block, "scheme": scheme} if n.name in nodes else "fp32") for n in model.graph.node if n.op_type == "MatMul"}
-    with contextlib.redirect_stdout(io.StringIO()):  # it draws a progress bar on stdout
-        quantized = gptq_quantize(model, dataloader=_Loader(feeds), weight_config=config, num_bits=4, group_size=block, scheme=scheme, n_samples=-1, blocksize=128, perchannel=True, accuracy_level=4)
-    return quantized.model if hasattr(quantized, "model") else quantized
-
-
-class _Loader:
-    """The (inputs, label) batches neural_compressor's prepare_inputs iterates over."""
-
-    batch_size = 1
-
-    def __init__(self, feeds: list[dict]) -> None:
-        self.feeds = feeds
-
-    def __iter__(self):  # noqa: ANN204
-        return ((f, None) for f in self.feeds)

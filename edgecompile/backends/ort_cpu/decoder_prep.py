@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgecompile.backends.decoder_fusion import fuse_decoder
+from edgecompile.backends.ort_cpu.decoder_fusion import fuse_decoder
 
 MIN_COSINE = 0.999
 _PROTO_LIMIT = 2**31 - 2**26  # in-memory sessions need one serialized proto under 2 GiB
@@ -35,7 +35,7 @@ def _dims(model: onnx.ModelProto, name: str) -> list[int]:
 
 def fusion_parity(before: onnx.ModelProto, after: onnx.ModelProto, prompt: int = 6, decode_steps: int = 3, seed: int = 0) -> float:
     """Worst cosine (logits and caches, prefill and decode) of ``after`` against ``before`` on ONNX Runtime."""
-    from edgecompile.backends.ort_cpu import cpu_session
+    from edgecompile.runtime.onnx_cpu import cpu_session
 
     sessions = [cpu_session(m.SerializeToString()) for m in (before, after)]
     hidden = _dims(before, "inputs_embeds")[2]

@@ -11,20 +11,17 @@ unfused and named in the report. See decoder_fusion for the semantics kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-if TYPE_CHECKING:
-    from edgecompile.backends.decoder_fusion import FusionReport, _Graph
+from edgecompile.backends.ort_cpu.fusion_graph import FusionGraph, FusionReport
 
 _MS = "com.microsoft"
 _PROJ = ("MatMul", "MatMulNBits")
 
 
-def _proj_of(g: _Graph, t: str) -> tuple[str, int] | None:
+def _proj_of(g: FusionGraph, t: str) -> tuple[str, int] | None:
     """t = Transpose(0,2,1,3)(Reshape(proj, [.., .., heads, head_dim])) -> (proj output, heads)."""
     tr = g.prod(t, "Transpose")
     if tr is None or list(tr.attribute[0].ints) != [0, 2, 1, 3]:
@@ -36,7 +33,7 @@ def _proj_of(g: _Graph, t: str) -> tuple[str, int] | None:
     return rs.input[0], int(shape[2])
 
 
-def _rope(g: _Graph, t: str) -> tuple[str, str, str] | None:
+def _rope(g: FusionGraph, t: str) -> tuple[str, str, str] | None:
     """t = Add(Mul(x, cos), Mul(Concat(Neg(Slice(x, h/2:)), Slice(x, :h/2)), sin)) -> (x, cos, sin)."""
     add = g.prod(t, "Add")
     if add is None:
@@ -66,7 +63,7 @@ def _other_input(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
-def _inv_freq(g: _Graph, cos_u: str, sin_u: str) -> tuple[np.ndarray, str] | None:
+def _inv_freq(g: FusionGraph, cos_u: str, sin_u: str) -> tuple[np.ndarray, str] | None:
     """cos_u = Unsqueeze(Cos(Concat(f, f))), f = Mul(Cast(Unsqueeze(position_ids)), inv_freq) -> (inv_freq, position_ids)."""
     found = []
     for name, op in ((cos_u, "Cos"), (sin_u, "Sin")):
@@ -88,7 +85,7 @@ def _inv_freq(g: _Graph, cos_u: str, sin_u: str) -> tuple[np.ndarray, str] | Non
     return None
 
 
-def _attention_output(g: _Graph, present_v: str) -> tuple[str, float] | None:
+def _attention_output(g: FusionGraph, present_v: str) -> tuple[str, float] | None:
     """present_v -> [Unsqueeze, Expand, Reshape]* -> MatMul(probs, .) -> Transpose -> Reshape: (output, scale)."""
     frontier, av = [present_v], None
     while frontier and av is None:
@@ -107,7 +104,7 @@ def _attention_output(g: _Graph, present_v: str) -> tuple[str, float] | None:
     return out_users[0].output[0], _scale(g, av)
 
 
-def _scale(g: _Graph, av: onnx.NodeProto) -> float:
+def _scale(g: FusionGraph, av: onnx.NodeProto) -> float:
     """Walk back from the probabilities to the QK^T MatMul and multiply the scalar Muls on both sides."""
     frontier, node = [(av.input[0], 0)], None
     while frontier and node is None:
@@ -125,7 +122,7 @@ def _scale(g: _Graph, av: onnx.NodeProto) -> float:
     return scale
 
 
-def _shared_inputs(g: _Graph, mask: str, positions: str, inv_freq: np.ndarray) -> tuple[str, str, str, str]:
+def _shared_inputs(g: FusionGraph, mask: str, positions: str, inv_freq: np.ndarray) -> tuple[str, str, str, str]:
     """seqlens_k, total_sequence_length and the cos/sin caches (up to max(position)+1), built once per graph."""
     p = "gqa_shared"
     consts = {f"{p}_one": np.array([1], np.int64), f"{p}_axis1": np.array([1], np.int64), f"{p}_zero": np.array(0, np.int64),
@@ -154,7 +151,7 @@ def _shared_inputs(g: _Graph, mask: str, positions: str, inv_freq: np.ndarray) -
     return f"{p}_seqlens_k", f"{p}_total", f"{p}_cos", f"{p}_sin"
 
 
-def fuse_attention(g: _Graph, report: FusionReport) -> None:
+def fuse_attention(g: FusionGraph, report: FusionReport) -> None:
     """Replace each matched layer's rotary + attention by one GroupQueryAttention node."""
     graph_inputs = {i.name for i in g.graph.input}
     shared: tuple[str, str, str, str] | None = None
@@ -197,7 +194,7 @@ def fuse_attention(g: _Graph, report: FusionReport) -> None:
         report.attentions += 1
 
 
-def _feeds_attention(g: _Graph, t: str, out: str, depth: int = 12) -> bool:
+def _feeds_attention(g: FusionGraph, t: str, out: str, depth: int = 12) -> bool:
     """Does tensor t reach the attention output ``out`` within a few nodes (the Q side of the same layer)?"""
     frontier = [(t, 0)]
     while frontier:
@@ -209,7 +206,7 @@ def _feeds_attention(g: _Graph, t: str, out: str, depth: int = 12) -> bool:
     return False
 
 
-def pack_qkv(g: _Graph, report: FusionReport) -> None:
+def pack_qkv(g: FusionGraph, report: FusionReport) -> None:
     """GroupQueryAttention with Q, K, V from three MatMulNBits of one input and equal settings -> one packed MatMulNBits."""
     for gqa in [n for n in g.graph.node if n.op_type == "GroupQueryAttention"]:
         projs = [g.prod(i, "MatMulNBits") for i in gqa.input[:3]]

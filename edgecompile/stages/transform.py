@@ -1,0 +1,86 @@
+"""transform: the recipe's weight transforms rewrite the float graphs before calibration.
+
+Each transform named by ``quantization.weight_transforms`` (and ``gptq`` when
+``int4_algorithm: gptq``) runs in order on every component it applies to. The stage writes the
+transformed graphs (only for components a transform touched), prequantized weights where a
+transform produced them, and ``transforms.json``: which graph each component's later stages read,
+and one row per changed layer. With no transforms it writes only the record (the exported graphs
+are read as they are), so it costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgecompile.builddir.atomic import write_json
+from edgecompile.data.sources import calibration_fingerprint, calibration_samples
+from edgecompile.stages.base import Stage
+from edgecompile.stages.context import BuildContext
+from edgecompile.stages.results import TRANSFORM_FILE, TransformedGraphs, Upstream
+from edgecompile.transforms.registry import get_transform
+
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf's 2 GiB limit, with headroom for the graph itself
+
+
+def transforms_for(recipe: Any) -> list[str]:
+    """The transforms a recipe asks for, in order (``int4_algorithm: gptq`` is the GPTQ transform)."""
+    names = list(recipe.quantization.weight_transforms)
+    if recipe.quantization.int4_algorithm == "gptq" and "gptq" not in names:
+        names.append("gptq")
+    return names
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    large = sum(len(i.raw_data) for i in model.graph.initializer) > _EXTERNAL_DATA_THRESHOLD
+    if large:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=f"{path.name}.data", size_threshold=1024)
+    else:
+        onnx.save(model, str(path))
+
+
+class TransformStage(Stage):
+    name = "transform"
+    requires = ("export", "annotate")
+    output_type = TransformedGraphs
+
+    def inputs(self, ctx: BuildContext) -> dict[str, Any]:
+        names = transforms_for(ctx.recipe)
+        needs_data = any(get_transform(n).needs_activations for n in names)
+        c = ctx.recipe.calibration
+        return {"transforms": ",".join(names), "calibration": f"{c.set}/{c.samples}/{calibration_fingerprint(c.set)}" if needs_data else "-"}
+
+    def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
+        names = transforms_for(ctx.recipe)
+        transforms = [get_transform(n) for n in names]
+        plan = upstream.annotate.plan()
+        cal = ctx.recipe.calibration
+        graphs: dict[str, str] = {}
+        prequantized: dict[str, str] = {}
+        layers: list[dict[str, Any]] = []
+        for component, path in upstream.export.files.items():
+            entries = plan.for_component(component)
+            wanted = [t for t in transforms if t.applies_to(entries)]
+            if not wanted:
+                graphs[component] = str(path.relative_to(ctx.build_dir))
+                continue
+            model = onnx.load(str(path))
+
+            def feeds(component: str = component):  # noqa: ANN202 - a fresh Iterator[Feeds] per call
+                return ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(cal.set, cal.samples), component)
+
+            for transform in wanted:
+                outcome = transform.apply(model, component, entries, feeds if transform.needs_activations else None)
+                model = outcome.model
+                layers += outcome.layers
+                if outcome.prequantized is not None and outcome.prequantized.nodes:
+                    (out / transform.name).mkdir(exist_ok=True)
+                    rel = f"{transform.name}/{component}.safetensors"
+                    outcome.prequantized.save(out / rel)
+                    prequantized[component] = rel
+            _save(model, out / f"{component}.onnx")
+            graphs[component] = f"{self.name}/{component}.onnx"
+        write_json(out / TRANSFORM_FILE, {"transforms": names, "graphs": graphs, "prequantized": prequantized, "layers": layers})
+        return {"transforms": names, "components": sorted(c for c, g in graphs.items() if g.startswith(f"{self.name}/")), "layers": len(layers)}
