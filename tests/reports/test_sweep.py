@@ -37,3 +37,17 @@ def test_sweep_reuses_export(built: Path, tmp_path: Path) -> None:
     assert rows[0]["reused"] == ["export", "annotate", "transform", "calibrate", "build"]  # same settings as the reused build
     assert "calibrate" in rows[1]["ran"]  # a different calibration really re-calibrates
     assert (tmp_path / "sweep" / "recipes" / "tiny-4.yaml").is_file()
+
+
+def test_sweep_accepts_a_recipe_outside_any_project_naming_a_shipped_target(built: Path, tmp_path: Path) -> None:
+    """The same resolver as 'build': a lone recipe file whose target is a shipped one sweeps (it crashed with exit 70)."""
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    recipe = write_recipe(tmp_path / "repo", "tiny")
+    moved = lone / "tiny.yaml"
+    moved.write_text(recipe.read_text())
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("axes:\n  calibration.samples: [8]\n")
+    rows = run_sweep(moved, grid, tmp_path / "sweep", str(tiny_model()), reuse_from=(built,))
+    assert [r["name"] for r in rows] == ["tiny-8"] and rows[0]["verdict"] in ("pass", "fail")
+    assert (tmp_path / "sweep" / "targets" / "x86-cpu.yaml").is_file()
