@@ -70,6 +70,9 @@ class EvalSet(Strict):
     samples: int = Field(default=200, ge=1, le=100_000)
     latency_runs: int = Field(default=30, ge=3, le=10_000)
     warmup_runs: int = Field(default=3, ge=0, le=1_000)
+    # Accuracy gates fail when the float reference scores below this on the eval set (and always
+    # when it is within a tenth of the headroom above chance): see edgecompile.validation.meaning.
+    min_reference_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class Gate(Strict):
@@ -86,6 +89,16 @@ class Gate(Strict):
     def _one_bound(self) -> Gate:
         if (self.min is None) == (self.max is None):
             raise ValueError("a gate needs exactly one of 'min' or 'max'")
+        return self
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> Gate:
+        # Checked whatever the family filter: a typo in a gate for the other family is still a typo.
+        from edgecompile.validation.metric_names import examples, known_metric
+
+        if not known_metric(self.metric, self.family):
+            scope = f" for family {self.family}" if self.family else ""
+            raise ValueError(f"metric: unknown metric '{self.metric}'{scope}; expected a metric validation produces, e.g. {examples(self.family)}")
         return self
 
 
@@ -133,6 +146,9 @@ class Recipe(Strict):
     gates: tuple[Gate, ...] = ()
     comparison: Comparison = Comparison()
     budget_gates: bool = True
+    # A recipe whose effective gate list (family filter applied, budgets included) is empty is refused:
+    # "0 of 0 gates passed" is not a verdict. Set true only for exploratory builds.
+    allow_no_gates: bool = False
     backend_options: dict[str, Any] = Field(default_factory=dict)
     opset: int = Field(default=18, ge=17, le=23)
 

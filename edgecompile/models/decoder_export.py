@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from edgecompile.models.export import cosine as _cosine
+from edgecompile.models.export import worst as worst_of
+
 _EXAMPLE_PAST = 3
 _EXAMPLE_SEQ = 5
 
@@ -90,11 +93,6 @@ def decoder_dynamic_axes(layout: CacheLayout) -> dict[str, dict[int, str]]:
     return axes
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-
-
 def decoder_parity(module: DecoderWithCache, layout: CacheLayout, path, prompt_length: int = 7, decode_steps: int = 4, seed: int = 1) -> dict[str, float]:  # noqa: ANN001
     """Prefill from an empty past, then ``decode_steps`` single-token steps, each side feeding back its own cache.
 
@@ -123,15 +121,15 @@ def decoder_parity(module: DecoderWithCache, layout: CacheLayout, path, prompt_l
         for e, o in zip(expected, got, strict=True):
             if e.shape != o.shape:
                 raise ValueError(f"decoder parity: shape {o.shape} from ONNX Runtime, {e.shape} from torch at step {step}")
-            phase["max_abs_error"] = max(phase["max_abs_error"], float(np.abs(e - o).max()))
-            phase["cosine"] = min(phase["cosine"], _cosine(e, o))
+            phase["max_abs_error"] = worst_of(phase["max_abs_error"], float(np.abs(e - o).max()), higher_is_worse=True)
+            phase["cosine"] = worst_of(phase["cosine"], _cosine(e, o), higher_is_worse=False)
         agree += int(expected[0][0, -1].argmax() == got[0][0, -1].argmax())
         torch_past = [torch.from_numpy(t) for t in expected[1:]]
         ort_past = dict(zip(layout.past_names(), got[1:], strict=True))
         done = total
     return {
-        "max_abs_error": max(p["max_abs_error"] for p in worst.values()),
-        "cosine": min(p["cosine"] for p in worst.values()),
+        "max_abs_error": worst_of(worst["prefill"]["max_abs_error"], worst["decode"]["max_abs_error"], higher_is_worse=True),
+        "cosine": worst_of(worst["prefill"]["cosine"], worst["decode"]["cosine"], higher_is_worse=False),
         "prefill_max_abs_error": worst["prefill"]["max_abs_error"],
         "prefill_cosine": worst["prefill"]["cosine"],
         "decode_max_abs_error": worst["decode"]["max_abs_error"],

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from edgecompile.errors import InputError
+from edgecompile.models.tokenizer_check import check_tokenizer
 from edgecompile.models.adapter import ComponentRunner, ComponentSpec, Feeds, LoadedModel
 
 _BATCH = 16
@@ -67,6 +68,7 @@ class DualEncoderAdapter:
         model = self._model_class().from_pretrained(path, trust_remote_code=trust_remote_code).eval()
         try:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+            check_tokenizer(processor, path)
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(f"{path}: cannot load the processor (tokenizer + image processor) the model needs: {exc}") from None
         return LoadedModel(path=path, model=model, processor=processor, config=model.config)

@@ -56,9 +56,28 @@ def export_component(spec: ComponentSpec, path: Path, opset: int) -> None:
     onnx.checker.check_model(str(path))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two tensors; NaN when either holds a non-finite value (so it can never pass a threshold)."""
     a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def worst(current: float, new: float, *, higher_is_worse: bool) -> float:
+    """max/min that keep NaN: Python's max/min skip it, which recorded NaN parity as cosine 1.0."""
+    if np.isnan(current) or np.isnan(new):
+        return float("nan")
+    return max(current, new) if higher_is_worse else min(current, new)
+
+
+def non_finite_parameters(module: torch.nn.Module) -> list[str]:
+    """Names of parameters and buffers holding NaN or Inf (a broken checkpoint, caught before export)."""
+    bad = []
+    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+    return bad
 
 
 def check_parity(spec: ComponentSpec, path: Path) -> dict[str, float]:
@@ -75,6 +94,6 @@ def check_parity(spec: ComponentSpec, path: Path) -> dict[str, float]:
             got = session.run(None, {n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)})
             for e, g in zip(expected, got, strict=False):
                 e = e.numpy()
-                worst_abs = max(worst_abs, float(np.abs(e - g).max()))
-                worst_cos = min(worst_cos, _cosine(e, g))
+                worst_abs = worst(worst_abs, float(np.abs(e - g).max()), higher_is_worse=True)
+                worst_cos = worst(worst_cos, cosine(e, g), higher_is_worse=False)
     return {"max_abs_error": worst_abs, "cosine": worst_cos, "batches_checked": len(batches)}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from edgecompile.errors import InputError
+from edgecompile.models.tokenizer_check import check_tokenizer
 from edgecompile.models.adapter import ComponentRunner, ComponentSpec, Feeds, LoadedModel
 from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs, decoder_parity
 from edgecompile.runtime.generate import GenerationSpec, generate, splice_image_features
@@ -81,9 +82,11 @@ class GenerativeAdapter:
         from transformers import AutoProcessor
 
         try:
-            return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(f"{path}: cannot load the processor (tokenizer + image processor + chat template) the model needs: {exc}") from None
+        check_tokenizer(processor, path)
+        return processor
 
     def generation_spec(self, config: Any) -> GenerationSpec:
         text = config.get_text_config(decoder=True)

@@ -60,11 +60,13 @@ class BuildContext:
         resolved = load_recipe(recipe_path)
         ref = model or resolved.recipe.model or default_model()
         model_dir = resolve_model(ref)
+        adapter = adapter_for(model_dir)
+        check_gates(resolved, adapter.family)  # before anything is written: a refused recipe leaves no build directory
         build_dir = (out or Path("build") / resolved.name).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         write_json(build_dir / CONTEXT_FILE, {"recipe": str(recipe_path.resolve()), "model": ref, "model_dir": str(model_dir)})
         write_json(build_dir / "recipe.resolved.json", resolved.model_dump(mode="json"))
-        return cls(build_dir, resolved, model_dir, ref, adapter_for(model_dir))
+        return cls(build_dir, resolved, model_dir, ref, adapter)
 
     @classmethod
     def open(cls, build_dir: Path) -> BuildContext:
@@ -81,7 +83,22 @@ class BuildContext:
         model_dir = Path(record["model_dir"])
         if not model_dir.is_dir():
             model_dir = resolve_model(record["model"])
-        return cls(build_dir.resolve(), resolved, model_dir, record["model"], adapter_for(model_dir))
+        adapter = adapter_for(model_dir)
+        check_gates(resolved, adapter.family)
+        return cls(build_dir.resolve(), resolved, model_dir, record["model"], adapter)
+
+
+def check_gates(resolved: ResolvedRecipe, family: str) -> None:
+    """Refuse a recipe whose gates, for this model's family, are none at all (exit 3)."""
+    recipe = resolved.recipe
+    effective = [g for g in recipe.gates if g.family in (None, family)]
+    if effective or recipe.budget_gates or recipe.comparison.gates or recipe.allow_no_gates:
+        return
+    scoped = f" ({len(recipe.gates)} gate(s) scoped to another family)" if recipe.gates else ""
+    raise InputError(
+        f"{resolved.recipe_path}: gates: no gate applies to this {family} model{scoped} and budget_gates is false; "
+        "a verdict of '0 of 0 gates passed' means nothing. Add gates, or set 'allow_no_gates: true' for an exploratory build"
+    )
 
 
 def read_manifest(build_dir: Path) -> Manifest:

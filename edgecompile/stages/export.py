@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecompile.builddir.hashing import hash_tree
-from edgecompile.errors import StageError
-from edgecompile.models.export import PARITY_MIN_COSINE, check_parity, export_component
+from edgecompile.errors import InputError, StageError
+from edgecompile.models.export import PARITY_MIN_COSINE, check_parity, export_component, non_finite_parameters
 from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.results import ExportedGraphs, Upstream
@@ -22,11 +22,15 @@ class ExportStage(Stage):
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         summary: dict[str, Any] = {"family": ctx.adapter.family, "components": {}}
+        bad = non_finite_parameters(ctx.loaded().model)
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise InputError(f"{ctx.model_dir}: the checkpoint's weights hold NaN or Inf in {len(bad)} tensor(s): {shown}; every number measured from it would be meaningless")
         for spec in ctx.adapter.components(ctx.loaded()):
             path = out / f"{spec.name}.onnx"
             export_component(spec, path, ctx.recipe.opset)
             parity = check_parity(spec, path)
-            if parity["cosine"] < PARITY_MIN_COSINE:
+            if not parity["cosine"] >= PARITY_MIN_COSINE:  # NaN fails too
                 raise StageError(self.name, f"{spec.name}: exported graph disagrees with torch (cosine {parity['cosine']:.5f} < {PARITY_MIN_COSINE})")
             summary["components"][spec.name] = {"file": path.name, "inputs": list(spec.input_names), "outputs": list(spec.output_names), "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in spec.dynamic_axes.items()}, "parity": parity, "bytes": path.stat().st_size}
         return summary

@@ -7,6 +7,7 @@ gate, every metric, the stages' summaries, the artifacts and where it all ran.
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from edgecompile.backends.base import artifact_bytes
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
 from edgecompile.data.sources import eval_data
+from edgecompile.errors import InputError
 from edgecompile.reports.build_report import write_build_reports
 from edgecompile.runtime.onnx_cpu import cpu_runner
 from edgecompile.stages.base import Stage
@@ -25,6 +27,7 @@ from edgecompile.stages.results import REPORT_FILE, Upstream, ValidationReport
 from edgecompile.validation import deep
 from edgecompile.validation.drift import drift
 from edgecompile.validation.gates import GateResult, evaluate_gate
+from edgecompile.validation.meaning import chance_accuracy, non_finite_outputs, reference_floor
 from edgecompile.validation.latency import probe
 
 class ValidateStage(Stage):
@@ -66,6 +69,12 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     recorder = deep.recorder_for(ctx.recipe.comparison)
     reference_run = recorder.wrap(cpu_runner(upstream.export.folder, ref_files))
     ref_metrics, ref_outputs = ctx.adapter.evaluate(loaded, reference_run, data)
+    broken = non_finite_outputs(ref_outputs)
+    if broken:
+        raise InputError(f"{ctx.model_dir}: the float reference's outputs hold NaN or Inf ({', '.join(broken)}) on the eval set; nothing can be compared with them")
+    chance = chance_accuracy(data)
+    if chance is not None:
+        metrics["accuracy.chance"] = chance
     deep.save_reference(recorder, out)
     np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
     for key, value in ref_metrics.items():
@@ -115,7 +124,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
         notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
         metrics.update(backend.structural_check(artifact_dir, artifact))
 
-    gates = _gates(ctx, metrics) + deep.extra_gates(ctx.recipe.comparison, out, recorder)
+    gates = _meaningful(ctx, metrics, _gates(ctx, metrics)) + deep.extra_gates(ctx.recipe.comparison, out, recorder)
     manifest = ctx.manifest()
     return {
         "schema_version": 1,
@@ -139,6 +148,24 @@ def _gates(ctx: BuildContext, metrics: dict[str, Any]) -> list[GateResult]:
         results.append(evaluate_gate("latency budget", "latency.p90_ms", metrics, None, ctx.target.latency_budget_ms))
         results.append(evaluate_gate("memory budget", "memory.peak_mb", metrics, None, float(ctx.target.memory_budget_mb)))
     return results
+
+
+def _meaningful(ctx: BuildContext, metrics: dict[str, Any], gates: list[GateResult]) -> list[GateResult]:
+    """Accuracy gates fail, with the reason, when the float reference does not solve the eval set.
+
+    Only where accuracy is gated: a recipe gating drift and latency on a synthetic set (random
+    answers, where accuracy means nothing by design) is not judged on it.
+    """
+    reference, chance = metrics.get("accuracy.reference"), metrics.get("accuracy.chance")
+    if reference is None or chance is None or not any(g.metric.startswith("accuracy") for g in gates):
+        return gates
+    floor = reference_floor(chance, ctx.recipe.eval.min_reference_accuracy)
+    if reference >= floor:
+        return gates
+    reason = f"the eval set does not fit this model: the float reference scores {reference:.3f}, below {floor:.3f} (chance {chance:.3f})"
+    out = [replace(g, passed=False, reason=reason) if g.metric.startswith("accuracy") else g for g in gates]
+    out.append(GateResult("reference fits the eval set", "accuracy.reference", float(reference), floor, ">=", False, reason))
+    return out
 
 
 def publish_report(ctx: BuildContext) -> dict[str, Any]:
