@@ -16,6 +16,7 @@ class ExitCode:
     BAD_INPUT = 3
     BACKEND_UNAVAILABLE = 4
     STAGE_FAILED = 5
+    PENDING = 6  # no gate failed, but some can only be measured on the device (see validation/execution.py)
     INTERNAL = 70
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 
 from edgecompile.calibration.ranges import TensorRanges
-from edgecompile.config.target import Target
+from edgecompile.config.target import Strict, Target
 from edgecompile.models.adapter import ComponentRunner, Feeds
 from edgecompile.plan.plan import PrecisionPlan
 
@@ -74,11 +74,18 @@ def artifact_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
+class NoOptions(Strict):
+    """A backend that takes no ``backend_options``: any key is a typo."""
+
+
 class Backend(ABC):
     """One way of producing and running an artifact."""
 
     name: str
     description: str
+    # The schema of this backend's ``backend_options`` (target's, then the recipe's on top): unknown
+    # keys and bad values are refused at recipe load with file:line, never built with a default.
+    options_model: type[Strict] = NoOptions
 
     @abstractmethod
     def availability(self) -> Availability: ...
@@ -111,6 +118,14 @@ class Backend(ABC):
     @abstractmethod
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
         """A function running one component of the artifact on this machine."""
+
+    def runtime_kind(self, artifact: Artifact) -> str:
+        """What this backend's runner is here: "native" (its own runtime), "emulator" or "stand_in".
+
+        Validation uses it with the target's architecture to decide which metrics are the device's
+        (edgecompile.validation.execution); a backend whose runner is not the device's runtime says so.
+        """
+        return "native"
 
     def structural_check(self, artifact_dir: Path, artifact: Artifact) -> dict[str, Any]:
         """Metrics that can be checked without executing the artifact (backends that cannot run here)."""

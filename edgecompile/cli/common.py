@@ -72,18 +72,29 @@ def echo_stage(result: StageResult) -> None:
         click.echo(f"  {result.stage:<9} done in {result.wall_s:.1f}s")
 
 
+def _status(gate: dict[str, Any]) -> str:
+    return gate.get("status") or ("passed" if gate["passed"] else "failed")
+
+
 def verdict_line(report: dict[str, Any], report_path: Path) -> int:
-    """Print the single verdict line; return the exit code it means."""
+    """Print the single verdict line; return the exit code it means (0 pass, 1 fail, 6 pending)."""
     gates = report["gates"]
-    failed = [g for g in gates if not g["passed"]]
+    failed = [g for g in gates if _status(g) == "failed"]
+    pending = [g for g in gates if _status(g) == "pending"]
+    marks = {"passed": "ok  ", "failed": "FAIL", "pending": "WAIT"}
     for g in gates:
         value = "n/a" if g["value"] is None else f"{g['value']:.4g}"
-        mark = "ok  " if g["passed"] else "FAIL"
-        click.echo(f"  [{mark}] {g['name']}: {g['metric']} = {value} {g['op']} {g['threshold']:.4g}{'  (' + g['reason'] + ')' if g.get('reason') else ''}")
+        click.echo(f"  [{marks[_status(g)]}] {g['name']}: {g['metric']} = {value} {g['op']} {g['threshold']:.4g}{'  (' + g['reason'] + ')' if g.get('reason') else ''}")
     where = report["where"]["description"]
+    passed = len(gates) - len(failed) - len(pending)
     if failed:
         names = ", ".join(g["name"] for g in failed)
-        click.echo(f"FAILED | {report['recipe']} | {len(failed)} of {len(gates)} gates failed: {names} | {where} | {report_path}")
+        more = f", {len(pending)} pending on device" if pending else ""
+        click.echo(f"FAILED | {report['recipe']} | {len(failed)} of {len(gates)} gates failed: {names}{more} | {where} | {report_path}")
         return ExitCode.GATE_FAILED
+    if pending:
+        names = ", ".join(g["name"] for g in pending)
+        click.echo(f"PENDING | {report['recipe']} | {passed} passed, {len(pending)} pending on device: {names} | {where} | {report_path}")
+        return ExitCode.PENDING
     click.echo(f"PASSED | {report['recipe']} | {len(gates)} of {len(gates)} gates passed | {where} | {report_path}")
     return ExitCode.PASSED

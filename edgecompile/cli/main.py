@@ -20,7 +20,8 @@ def main() -> None:
     """Compile vision-language models for edge devices, and prove the result still works.
 
     Exit codes: 0 passed, 1 a gate failed, 2 usage error, 3 bad input (recipe, target, model,
-    data), 4 backend unavailable, 5 a stage failed, 70 internal error.
+    data), 4 backend unavailable, 5 a stage failed, 6 pending (no gate failed; some can only
+    be measured on the device), 70 internal error.
     """
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgecompile.config.loader import error_at, load_document
 from edgecompile.errors import InputError
@@ -149,6 +149,19 @@ class Recipe(Strict):
     # A recipe whose effective gate list (family filter applied, budgets included) is empty is refused:
     # "0 of 0 gates passed" is not a verdict. Set true only for exploratory builds.
     allow_no_gates: bool = False
+    # Metrics whose number measured on this machine the recipe accepts in place of the device's (e.g.
+    # [latency.p90_ms] for a host that is the deployment machine's twin); the report labels each one.
+    accept_measured_here: tuple[str, ...] = ()
+
+    @field_validator("accept_measured_here")
+    @classmethod
+    def _known_accepted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from edgecompile.validation.metric_names import known_metric
+
+        unknown = [m for m in value if not known_metric(m, None)]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; expected metric names such as latency.p90_ms, memory.peak_mb")
+        return value
     backend_options: dict[str, Any] = Field(default_factory=dict)
     opset: int = Field(default=18, ge=17, le=23)
 
@@ -164,6 +177,22 @@ class ResolvedRecipe(Strict):
     @property
     def name(self) -> str:
         return self.recipe.name
+
+
+def _check_backend_options(backend: Any, target: Target, target_file: Path, recipe: Recipe, recipe_file: Path) -> None:
+    """Validate the target's and the recipe's backend_options against the backend's schema (file:line:field)."""
+    from pydantic import ValidationError
+
+    for source, options, file in (("target", target.backend_options, target_file), ("recipe", {**target.backend_options, **recipe.backend_options}, recipe_file)):
+        if source == "recipe" and not recipe.backend_options:
+            continue
+        try:
+            backend.options_model.model_validate(options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = tuple(first["loc"])
+            known = ", ".join(backend.options_model.model_fields) or "none"
+            raise error_at(file, ("backend_options", *loc), f"{first['msg']} for backend '{backend.name}' (its options: {known}); got {first.get('input')!r}") from None
 
 
 def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
@@ -184,8 +213,9 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
         names = sorted(p.stem for p in targets_dir.glob("*.yaml")) if targets_dir is not None and targets_dir.is_dir() else sorted(known("target", path))
         raise error_at(path, ("target",), f"unknown target '{recipe.target}'; expected one of {', '.join(names) or '(none found)'}")
     target = load_target(target_file)
-    from edgecompile.backends.registry import backend_names
+    from edgecompile.backends.registry import backend_names, get_backend
 
     if target.backend not in backend_names():
         raise error_at(target_file, ("backend",), f"unknown backend '{target.backend}'; expected one of {', '.join(backend_names())}")
+    _check_backend_options(get_backend(target.backend), target, target_file, recipe, path)
     return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()), target_path=str(target_file.resolve()))

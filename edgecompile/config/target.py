@@ -22,6 +22,16 @@ TIER_BUDGETS: dict[str, tuple[int, float]] = {
     "edge_server": (16384, 30.0),
 }
 
+# Generative VLMs are judged on time to first token (vision encoder + prefill of the prompt) and on
+# decode rate, not on one forward pass. Seed 002 sets no such budgets; these defaults are ours:
+# TTFT ten times the tier's single-inference budget, and a decode rate at or above reading speed.
+TIER_GENERATIVE_BUDGETS: dict[str, tuple[float, float]] = {
+    # tier: (time to first token ms, minimum decode tokens/s)
+    "embedded": (1500.0, 5.0),
+    "mobile": (800.0, 10.0),
+    "edge_server": (300.0, 20.0),
+}
+
 
 class Strict(BaseModel):
     """Base for every document model: unknown keys are errors, values are immutable."""
@@ -41,6 +51,8 @@ class Target(Strict):
     native_precisions: tuple[Precision, ...] = ("fp32", "int8")
     memory_budget_mb: int | None = Field(default=None, gt=0)
     latency_budget_ms: float | None = Field(default=None, gt=0)
+    ttft_budget_ms: float | None = Field(default=None, gt=0)  # generative models: time to first token
+    min_decode_tokens_per_s: float | None = Field(default=None, gt=0)  # generative models: decode rate
     backend_options: dict[str, Any] = Field(default_factory=dict)
     examples: tuple[str, ...] = ()
 
@@ -51,6 +63,11 @@ class Target(Strict):
             object.__setattr__(self, "memory_budget_mb", memory)
         if self.latency_budget_ms is None:
             object.__setattr__(self, "latency_budget_ms", latency)
+        ttft, rate = TIER_GENERATIVE_BUDGETS[self.tier]
+        if self.ttft_budget_ms is None:
+            object.__setattr__(self, "ttft_budget_ms", ttft)
+        if self.min_decode_tokens_per_s is None:
+            object.__setattr__(self, "min_decode_tokens_per_s", rate)
         return self
 
     def executes(self, precision: str) -> bool:

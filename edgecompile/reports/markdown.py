@@ -23,7 +23,7 @@ def build_markdown(report: dict[str, Any], comparison: dict[str, Any] | None = N
     m = report.get("metrics", {})
     out = [f"# edgecompile report: {report.get('recipe')}", ""]
     out.append(f"**Verdict: {str(report.get('verdict', '?')).upper()}** — target `{report.get('target')}` (tier {report.get('tier')}), model `{report.get('model')}`, {report.get('where', {}).get('description', '')}")
-    out += ["", "## Gates", "", table(["gate", "metric", "value", "op", "threshold", "passed", "reason"], [[g["name"], g["metric"], g["value"], g["op"], g["threshold"], "yes" if g["passed"] else "**NO**", g.get("reason", "")] for g in report.get("gates", [])])]
+    out += ["", "## Gates", "", table(["gate", "metric", "value", "op", "threshold", "status", "reason"], [[g["name"], g["metric"], g["value"], g["op"], g["threshold"], {"passed": "yes", "failed": "**NO**", "pending": "pending (device)"}[g.get("status") or ("passed" if g["passed"] else "failed")], g.get("reason", "")] for g in report.get("gates", [])])]
     keys = [k for k in ("accuracy", "accuracy.reference", "accuracy.drop", "size.reference_mb", "size.artifact_mb", "size.compression_ratio", "latency.p90_ms", "memory.peak_mb", "layers.max_added_error") if k in m]
     keys += sorted(k for k in m if k.startswith("drift.") and k.endswith("cosine_mean"))
     out += ["", "## Metrics", "", table(["metric", "value"], [[k, m[k]] for k in keys])]

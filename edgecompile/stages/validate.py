@@ -26,7 +26,8 @@ from edgecompile.stages.context import BuildContext
 from edgecompile.stages.results import REPORT_FILE, Upstream, ValidationReport
 from edgecompile.validation import deep
 from edgecompile.validation.drift import drift
-from edgecompile.validation.gates import GateResult, evaluate_gate
+from edgecompile.validation.execution import ExecutionContext, execution_context
+from edgecompile.validation.gates import GateResult, evaluate_gate, pending_gate, verdict
 from edgecompile.validation.meaning import chance_accuracy, non_finite_outputs, reference_floor
 from edgecompile.validation.latency import probe
 
@@ -37,13 +38,13 @@ class ValidateStage(Stage):
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         gates = [g.model_dump_json() for g in ctx.recipe.gates]
-        return {"eval": ctx.recipe.eval.model_dump_json(), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.recipe.budget_gates}"}
+        return {"eval": ctx.recipe.eval.model_dump_json(), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.target.ttft_budget_ms}/{ctx.target.min_decode_tokens_per_s}/{ctx.recipe.budget_gates}/{ctx.recipe.accept_measured_here}"}
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         report = validate(ctx, out, upstream)
         write_json(out / REPORT_FILE, report)
         write_build_reports(out, report)
-        return {"verdict": report["verdict"], "failed_gates": [g["name"] for g in report["gates"] if not g["passed"]]}
+        return {"verdict": report["verdict"], "failed_gates": [g["name"] for g in report["gates"] if g["status"] == "failed"], "pending_gates": [g["name"] for g in report["gates"] if g["status"] == "pending"]}
 
 
 def _latency(ctx: BuildContext, backend: str, directory: Path, files: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -124,11 +125,12 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
         notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
         metrics.update(backend.structural_check(artifact_dir, artifact))
 
-    gates = _meaningful(ctx, metrics, _gates(ctx, metrics)) + deep.extra_gates(ctx.recipe.comparison, out, recorder)
+    context = execution_context(artifact.backend, backend.runtime_kind(artifact), artifact.runs_here, ctx.target.arch)
+    gates = _meaningful(ctx, metrics, _gates(ctx, metrics, context)) + deep.extra_gates(ctx.recipe.comparison, out, recorder)
     manifest = ctx.manifest()
     return {
         "schema_version": 1,
-        "verdict": "pass" if all(g.passed for g in gates) else "fail",
+        "verdict": verdict(gates),
         "recipe": ctx.recipe.name,
         "target": ctx.target.name,
         "tier": ctx.target.tier,
@@ -137,16 +139,32 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
         "metrics": metrics,
         "stages": {name: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "summary": r.summary} for name, r in manifest.stages.items()},
         "artifacts": {c: str((artifact_dir / f).relative_to(ctx.build_dir)) for c, f in artifact.components.items()},
-        "where": {"backend": artifact.backend, "executed": artifact.runs_here, "description": artifact.where, "machine": platform.machine(), "host": platform.node(), "system": platform.platform()},
+        "where": {"backend": artifact.backend, "executed": artifact.runs_here, "description": artifact.where, "context": context.kind, "context_label": context.label, "machine": platform.machine(), "host": platform.node(), "system": platform.platform()},
         "notes": notes,
     }
 
 
-def _gates(ctx: BuildContext, metrics: dict[str, Any]) -> list[GateResult]:
-    results = [evaluate_gate(g.name or g.metric, g.metric, metrics, g.min, g.max) for g in ctx.recipe.gates if g.family in (None, ctx.adapter.family)]
+def _gates(ctx: BuildContext, metrics: dict[str, Any], context: ExecutionContext) -> list[GateResult]:
+    """The recipe's gates for this family, plus the target's budgets; pending where this machine cannot measure."""
+    wanted = [(g.name or g.metric, g.metric, g.min, g.max) for g in ctx.recipe.gates if g.family in (None, ctx.adapter.family)]
     if ctx.recipe.budget_gates:
-        results.append(evaluate_gate("latency budget", "latency.p90_ms", metrics, None, ctx.target.latency_budget_ms))
-        results.append(evaluate_gate("memory budget", "memory.peak_mb", metrics, None, float(ctx.target.memory_budget_mb)))
+        if ctx.adapter.family == "generative":  # judged as users feel it: first token, then the decode rate
+            wanted.append(("time to first token budget", "generation.ttft_ms", None, ctx.target.ttft_budget_ms))
+            wanted.append(("decode rate budget", "generation.decode_tokens_per_s", ctx.target.min_decode_tokens_per_s, None))
+        else:
+            wanted.append(("latency budget", "latency.p90_ms", None, ctx.target.latency_budget_ms))
+        wanted.append(("memory budget", "memory.peak_mb", None, float(ctx.target.memory_budget_mb)))
+    accepted = set(ctx.recipe.accept_measured_here)
+    results = []
+    for name, metric, minimum, maximum in wanted:
+        truthful, why = context.measures(metric)
+        if truthful:
+            results.append(evaluate_gate(name, metric, metrics, minimum, maximum))
+        elif metric in accepted and metric in metrics:
+            gate = evaluate_gate(name, metric, metrics, minimum, maximum)
+            results.append(replace(gate, reason=f"accepted by the recipe (accept_measured_here): {why.split(';')[0]}"))
+        else:
+            results.append(pending_gate(name, metric, metrics, minimum, maximum, why))
     return results
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import platform
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 
+from edgecompile.config.target import Strict
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs, artifact_bytes
 from edgecompile.errors import BackendUnavailable, InputError
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
@@ -111,8 +112,18 @@ def program_summary(mlpackage: Path) -> dict[str, Any]:
     }
 
 
+class CoreMlOptions(Strict):
+    """``backend_options`` for the coreml backend."""
+
+    coreml_format: Literal["mlprogram", "ort-coreml-ep"] = "mlprogram"
+    coreml_palettize_bits: Literal[1, 2, 3, 4, 6, 8] | None = None
+    coreml_deployment_target: str = "macOS15"  # checked against coremltools' targets when converting
+    coreml_compute_precision: Literal["fp16", "fp32"] = "fp16"
+
+
 class CoreMlBackend(Backend):
     name = "coreml"
+    options_model = CoreMlOptions
     description = "Apple CoreML ML Program (coremltools): FP16 compute, INT8/INT4/palettized weights; runs on macOS"
 
     def availability(self) -> Availability:

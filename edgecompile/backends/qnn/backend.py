@@ -68,7 +68,12 @@ def qnn_options(target: Target, recipe: Any = None) -> QnnOptions:
 
 class QnnBackend(Backend):
     name = "qnn"
+    options_model = QnnOptions
     description = "Qualcomm Hexagon NPU (HTP) via ONNX Runtime QNN EP: QDQ u16/u8 + EPContext binary; validated on the x86-64 HTP emulator"
+
+    def runtime_kind(self, artifact: Artifact) -> str:
+        # On x86-64 the QNN HTP backend library is the emulator; on a Snapdragon it is the NPU.
+        return "emulator" if platform.machine() in ("x86_64", "AMD64") else "native"
 
     def availability(self) -> Availability:
         from edgecompile.backends.qnn.session import register_qnn

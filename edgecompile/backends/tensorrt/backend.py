@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgecompile.config.target import Strict
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
 from edgecompile.runtime.onnx_cpu import cpu_runner
 from edgecompile.backends.tensorrt.explicit_quant import check_explicit_quantization, explicit_quantization_graph
@@ -137,9 +138,19 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("EDGECOMPILE_TRT_CACHE", Path.home() / ".cache" / "edgecompile" / "tensorrt"))
 
 
+class TensorRtOptions(Strict):
+    """``backend_options`` for the tensorrt backend: the optimisation profile per dynamic dim, [min, opt, max]."""
+
+    trt_profile: dict[str, tuple[int, int, int]] = {}
+
+
 class TensorRtBackend(Backend):
     name = "tensorrt"
+    options_model = TensorRtOptions
     description = "NVIDIA TensorRT: explicit-quantization ONNX (INT8 Q/DQ, INT4 block DQ, FP16) + engine on the GPU"
+
+    def runtime_kind(self, artifact: Artifact) -> str:
+        return "stand_in" if artifact.extra.get("stand_in") or artifact.where.startswith("stand-in") else "native"
 
     def availability(self) -> Availability:
         version, gpu, reason = tensorrt_status()
@@ -176,7 +187,7 @@ class TensorRtBackend(Backend):
         if engines:
             return Artifact(self.name, files, runs_here=True, where=f"TensorRT {version} engine on {gpu} (Polygraphy TrtRunner)", notes=[f"engines built here: {', '.join(engines.values())}"], extra=extra)
         notes = [STAND_IN, f"why: {reason}", "build_engine.sh builds the engines on the device (trtexec --stronglyTyped)"]
-        return Artifact(self.name, files, runs_here=True, where=f"stand-in: explicit-quantization ONNX on ONNX Runtime CPU ({STAND_IN})", notes=notes, extra=extra)
+        return Artifact(self.name, files, runs_here=True, where=f"stand-in: explicit-quantization ONNX on ONNX Runtime CPU ({STAND_IN})", notes=notes, extra={**extra, "stand_in": True})
 
     def _engine(self, inputs: BuildInputs, name: str, profile: dict, workspace: int, version: str, gpu: str) -> str:
         # The profile and workspace come from the target; they shape the engine as much as the recipe does.
