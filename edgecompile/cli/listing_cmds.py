@@ -6,7 +6,7 @@ import click
 
 from edgecompile.cli.common import handle_errors
 from edgecompile.config.recipe import load_recipe
-from edgecompile.config.resolve import known
+from edgecompile.config.resolve import known, origin
 from edgecompile.config.target import load_target
 from edgecompile.errors import EdgecompileError
 
@@ -15,24 +15,24 @@ from edgecompile.errors import EdgecompileError
 @handle_errors
 def targets_cmd() -> None:
     """List the device targets with their tier, budgets and backend."""
-    click.echo(f"{'target':<22} {'tier':<12} {'memory':>8} {'latency':>9}  backend     description")
+    click.echo(f"{'target':<22} {'tier':<12} {'memory':>8} {'latency':>9}  {'backend':<11} {'from':<9} description")
     for path in known("target").values():
         t = load_target(path)
-        click.echo(f"{t.name:<22} {t.tier:<12} {t.memory_budget_mb:>6}MB {t.latency_budget_ms:>7.0f}ms  {t.backend:<11} {t.description}")
+        click.echo(f"{t.name:<22} {t.tier:<12} {t.memory_budget_mb:>6}MB {t.latency_budget_ms:>7.0f}ms  {t.backend:<11} {origin(path):<9} {t.description}")
 
 
 @click.command("recipes")
 @handle_errors
 def recipes_cmd() -> None:
-    """List the shipped recipes and the targets they compile for."""
-    click.echo(f"{'recipe':<22} {'target':<22} {'preset':<12} {'calibration':<18} description")
+    """List the recipes (this project's, the user's, the shipped ones) and the targets they compile for."""
+    click.echo(f"{'recipe':<22} {'target':<22} {'preset':<12} {'calibration':<18} {'from':<9} description")
     for path in known("recipe").values():
         try:
             r = load_recipe(path).recipe
         except EdgecompileError as exc:
             click.echo(f"{path.stem:<22} INVALID: {exc}")
             continue
-        click.echo(f"{r.name:<22} {r.target:<22} {r.precision_preset:<12} {r.calibration.method + '/' + r.calibration.set:<18} {r.description}")
+        click.echo(f"{r.name:<22} {r.target:<22} {r.precision_preset:<12} {r.calibration.method + '/' + r.calibration.set:<18} {origin(path):<9} {r.description}")
 
 
 @click.command("backends")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgecompile import __version__
+from edgecompile.cli.init_cmd import init_cmd
 from edgecompile.cli.listing_cmds import backends_cmd, recipes_cmd, targets_cmd
 from edgecompile.cli.pipeline_cmds import annotate_cmd, build_cmd, calibrate_cmd, export_cmd, transform_cmd, validate_cmd
 from edgecompile.cli.report_cmd import report_cmd
@@ -25,7 +26,7 @@ def main() -> None:
     """
 
 
-for command in (build_cmd, export_cmd, annotate_cmd, transform_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
+for command in (init_cmd, build_cmd, export_cmd, annotate_cmd, transform_cmd, calibrate_cmd, validate_cmd, run_cmd, targets_cmd, recipes_cmd, backends_cmd, robustness_cmd, sweep_cmd, report_cmd):
     main.add_command(command)
 
 main.add_command(zoo)

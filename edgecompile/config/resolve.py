@@ -8,7 +8,9 @@ Lookup order for a name (first hit wins):
 1. a path: the value names an existing file, or ends in ``.yaml``/``.yml``;
 2. the folder beside the referring file's own folder (``<project>/recipes/r.yaml`` -> ``<project>/targets/``);
 3. the current directory's folder of that kind (``./recipes``, ``./targets``, ...);
-4. the folders shipped with edgecompile.
+4. the user's folder: ``$XDG_CONFIG_HOME/edgecompile/<folder>`` (default ``~/.config/edgecompile/``);
+5. the folders shipped with edgecompile: inside the installed package (``edgecompile/_shipped/``,
+   what the wheel carries), or the repository's top level when run from a checkout.
 """
 
 from __future__ import annotations
@@ -17,8 +19,21 @@ from pathlib import Path
 
 from edgecompile.errors import InputError
 
-SHIPPED_ROOT = Path(__file__).resolve().parents[2]
+import os
+
 FOLDERS = {"recipe": "recipes", "target": "targets", "calibration_set": "calibration_sets", "eval_set": "eval_sets"}
+
+
+def _shipped_root() -> Path:
+    installed = Path(__file__).resolve().parents[1] / "_shipped"
+    return installed if (installed / "recipes").is_dir() else Path(__file__).resolve().parents[2]
+
+
+SHIPPED_ROOT = _shipped_root()
+
+
+def user_root() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "edgecompile"
 
 
 def search_dirs(kind: str, near: Path | None = None) -> list[Path]:
@@ -27,13 +42,25 @@ def search_dirs(kind: str, near: Path | None = None) -> list[Path]:
     candidates = []
     if near is not None:
         candidates.append(near.resolve().parent.parent / folder)
-    candidates += [Path.cwd() / folder, SHIPPED_ROOT / folder]
+    candidates += [Path.cwd() / folder, user_root() / folder, SHIPPED_ROOT / folder]
     seen: list[Path] = []
     for c in candidates:
         c = c.resolve()
         if c not in seen:
             seen.append(c)
     return seen
+
+
+def origin(path: Path) -> str:
+    """Where a resolved file comes from, for listings: shipped, user, project (cwd) or the path."""
+    path = path.resolve()
+    for label, root in (("shipped", SHIPPED_ROOT), ("user", user_root()), ("project", Path.cwd())):
+        try:
+            path.relative_to(root.resolve())
+        except ValueError:
+            continue
+        return label
+    return str(path.parent)
 
 
 def looks_like_path(value: str) -> bool:
