@@ -13,6 +13,7 @@ from edgecompile.errors import InputError
 from edgecompile.models.adapter import LoadedModel, ModelAdapter
 from edgecompile.models.registry import adapter_for
 from edgecompile.models.resolve import default_model, resolve_model
+from edgecompile.models.weights_check import check_safetensors_only
 
 CONTEXT_FILE = "build.json"
 
@@ -60,6 +61,7 @@ class BuildContext:
         resolved = load_recipe(recipe_path)
         ref = model or resolved.recipe.model or default_model()
         model_dir = resolve_model(ref)
+        check_safetensors_only(model_dir)
         adapter = adapter_for(model_dir)
         check_gates(resolved, adapter.family)  # before anything is written: a refused recipe leaves no build directory
         build_dir = (out or Path("build") / resolved.name).resolve()
@@ -83,6 +85,7 @@ class BuildContext:
         model_dir = Path(record["model_dir"])
         if not model_dir.is_dir():
             model_dir = resolve_model(record["model"])
+        check_safetensors_only(model_dir)
         adapter = adapter_for(model_dir)
         check_gates(resolved, adapter.family)
         return cls(build_dir.resolve(), resolved, model_dir, record["model"], adapter)
