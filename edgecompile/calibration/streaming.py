@@ -14,6 +14,8 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -98,11 +100,18 @@ def calibrate_component(
     bins: int = 2048,
     percentile: float = 99.999,
     extra_stats: Any = None,
+    external_data_dir: Path | None = None,
 ) -> TensorRanges:
-    """Measure ranges of ``tensors`` in ``model`` over ``feeds`` one sample at a time."""
+    """Measure ranges of ``tensors`` in ``model`` over ``feeds`` one sample at a time.
+
+    ``external_data_dir``: where ``model``'s external weights live when it was loaded without them
+    (graphs over 2 GiB cannot be serialized with their weights; onnxruntime reads them from there).
+    """
     exposed = expose_tensors(model, tensors)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep tensor names
+    if external_data_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_data_dir.resolve()))
     session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs() if o.name in set(tensors)]
     stats: _MinMax | _Histogram = _MinMax() if method == "minmax" else _Histogram(method, symmetric, bins, percentile)

@@ -65,14 +65,28 @@ class Quantization(Strict):
 class EvalSet(Strict):
     """Which eval data validation uses."""
 
-    # auto: zero-shot classification for dual encoders, VQA for generative VLMs (one recipe serves both)
-    set: Literal["auto", "zero-shot", "vqa", "synthetic"] = "auto"
+    # auto: the bundled world's set for the model family (zero-shot for dual encoders, VQA for generative
+    # VLMs), bundled models only; zero-shot | vqa: those world sets for any model; synthetic: random
+    # images (drift and latency only); anything else: a user eval set, a name in eval_sets/ or a YAML path
+    # (edgecompile.data.user_eval_sets; its file is validated when the eval data is read).
+    set: str = Field(default="auto", min_length=1)
     samples: int = Field(default=200, ge=1, le=100_000)
     latency_runs: int = Field(default=30, ge=3, le=10_000)
     warmup_runs: int = Field(default=3, ge=0, le=1_000)
     # Accuracy gates fail when the float reference scores below this on the eval set (and always
     # when it is within a tenth of the headroom above chance): see edgecompile.validation.meaning.
     min_reference_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("set")
+    @classmethod
+    def _name_or_path(cls, value: str) -> str:
+        import re
+
+        if value in ("auto", "zero-shot", "vqa", "synthetic") or value.endswith((".yaml", ".yml")) or "/" in value:
+            return value
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"expected auto, zero-shot, vqa, synthetic, the name of an eval set in eval_sets/ or the path of its YAML; got {value!r}")
+        return value
 
 
 class Gate(Strict):
@@ -195,6 +209,19 @@ def _check_backend_options(backend: Any, target: Target, target_file: Path, reci
             raise error_at(file, ("backend_options", *loc), f"{first['msg']} for backend '{backend.name}' (its options: {known}); got {first.get('input')!r}") from None
 
 
+def _check_eval_set(recipe: Recipe, recipe_file: Path) -> None:
+    """A named eval set must exist when the recipe is loaded, not after export, calibrate and build ran."""
+    from edgecompile.config.resolve import resolve
+    from edgecompile.data.sources import BUILTIN_EVAL_SETS
+
+    if recipe.eval.set in BUILTIN_EVAL_SETS:
+        return
+    try:
+        resolve("eval_set", recipe.eval.set, near=recipe_file)
+    except InputError as exc:
+        raise error_at(recipe_file, ("eval", "set"), str(exc)) from None
+
+
 def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     """Load a recipe and the target it names; every error points at the recipe's file and line."""
     from edgecompile.config.resolve import known, resolve
@@ -218,4 +245,5 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     if target.backend not in backend_names():
         raise error_at(target_file, ("backend",), f"unknown backend '{target.backend}'; expected one of {', '.join(backend_names())}")
     _check_backend_options(get_backend(target.backend), target, target_file, recipe, path)
+    _check_eval_set(recipe, path)
     return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()), target_path=str(target_file.resolve()))

@@ -89,9 +89,25 @@ def calibration_fingerprint(name: str) -> str:
         raise InputError(f"calibration.set: cannot resolve '{name}': {exc}") from None
 
 
-def eval_data(kind: str, count: int, family: str = "dual_encoder") -> object:
-    """The eval set the recipe asks for (``auto``: the one that fits the model family)."""
+BUILTIN_EVAL_SETS = ("auto", "zero-shot", "vqa", "synthetic")
+_AUTO_NOT_BUNDLED = (
+    "eval.set: 'auto' measures accuracy on the bundled shapes world, which only the bundled models were trained on; "
+    "for this model it would compare chance with chance. Name an eval set of your own data (a name in eval_sets/ or "
+    "the path of its YAML: classification, retrieval, vqa or captioning; see eval_sets/README.md), or 'synthetic' to "
+    "measure drift and latency only"
+)
+
+
+def eval_data(kind: str, count: int, family: str = "dual_encoder", *, bundled: bool = True, near: Path | None = None) -> object:
+    """The eval set the recipe asks for.
+
+    ``auto`` is the bundled world's set for the model family, and only for a bundled model
+    (``bundled``); any other name is a user eval set in ``eval_sets/`` (looked up beside ``near``,
+    the recipe's path) or a YAML path.
+    """
     if kind == "auto":
+        if not bundled:
+            raise InputError(_AUTO_NOT_BUNDLED)
         kind = "zero-shot" if family == "dual_encoder" else "vqa"
     if kind == "synthetic":
         samples = list(synthetic_samples(count, seed=2))
@@ -102,4 +118,32 @@ def eval_data(kind: str, count: int, family: str = "dual_encoder") -> object:
         raise InputError(f"eval.set: '{kind}' needs edgecompile.data, which is not installed; use 'synthetic'") from exc
     if kind == "zero-shot":
         return eval_sets.zero_shot_eval_set(count)
-    return eval_sets.vqa_eval_set(count)
+    if kind == "vqa":
+        return eval_sets.vqa_eval_set(count)
+    return user_eval_set(kind, family, near).limited(count)
+
+
+def user_eval_set(name: str, family: str, near: Path | None = None) -> object:
+    """Load the user eval set ``name`` (a name in eval_sets/ or a YAML path), checked against the model family."""
+    from edgecompile.data.eval_definitions import FAMILY_OF_KIND
+    from edgecompile.data.user_eval_sets import load_user_eval_set
+
+    try:
+        path = resolve("eval_set", name, near=near, field="eval.set")
+    except InputError as exc:
+        raise InputError(str(exc) if "eval.set" in str(exc) else f"eval.set: {exc}") from None
+    try:
+        es = load_user_eval_set(path)
+    except ValueError as exc:
+        raise InputError(f"{exc}\n(the recipe's eval.set: {name!r})") from None
+    if FAMILY_OF_KIND[es.task] != family:
+        fits = "classification or retrieval" if family == "dual_encoder" else "vqa or captioning"
+        raise InputError(f"{path}: type: a {es.task} eval set measures {FAMILY_OF_KIND[es.task].replace('_', ' ')} models; this model is {family.replace('_', ' ')}: name a {fits} eval set")
+    return es
+
+
+def eval_fingerprint(kind: str, count: int, family: str = "dual_encoder", near: Path | None = None) -> str:
+    """Changes when the data behind ``eval.set`` changes (user sets: definition, labels, image sizes and times)."""
+    if kind in BUILTIN_EVAL_SETS:
+        return f"{kind}-{count}"
+    return user_eval_set(kind, family, near).limited(count).fingerprint()

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 
 from edgecompile.data.errors import DataError
 
+_UNION_TAGS = ("world", "folder", "classification", "retrieval", "vqa", "captioning")
+
 
 def load_yaml_mapping(path: Path) -> tuple[dict, dict[str, int]]:
     """Load a YAML mapping with `yaml.safe_load`; return it with top-level key -> line."""
@@ -44,16 +46,18 @@ def format_validation_error(path: Path, exc: ValidationError, lines: dict[str, i
     messages = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        # Discriminated unions put the tag ("world"/"folder") first in the location.
-        if loc and loc[0] in ("world", "folder") and len(loc) > 1:
+        # Discriminated unions put the tag ("world"/"folder", an eval set's kind) first in the location.
+        if loc and loc[0] in _UNION_TAGS and len(loc) > 1:
             loc = loc[1:]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the discriminator itself
+            loc = ["type"]
         field = ".".join(loc) or "(top level)"
         line = lines.get(loc[0]) if loc else None
         where = f"{path}:{line}" if line else str(path)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        elif err["type"] == "missing":
+        elif err["type"] in ("missing", "union_tag_not_found"):
             msg = "required field is missing"
         messages.append(f"{where}: {field}: {msg}")
     return DataError("\n".join(messages))

@@ -114,7 +114,15 @@ class DualEncoderAdapter:
 
     # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self, loaded: LoadedModel, run: ComponentRunner, eval_data: Any) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """Run both towers over the eval data; return (metrics, outputs for drift comparison)."""
+        """Run both towers over the eval data; return (metrics, outputs for drift comparison).
+
+        Images are read one batch at a time (a user eval set's samples open their file when
+        ``.image`` is read). Labelled samples with ``class_names``: zero-shot ``accuracy`` and, with
+        more than five classes, ``accuracy.top5``; with several prompts per class (class-major) each
+        class's template embeddings are averaged. ``caption_image`` (retrieval sets): recall@1/5/10 both ways.
+        """
+        from edgecompile.data.eval_metrics import class_embeddings, retrieval_recalls, top_k_accuracy
+
         samples = list(eval_data.samples)
         image_embeds = [run("vision_encoder", {"pixel_values": self._pixels(loaded, [s.image for s in samples[i : i + _BATCH]])})["image_embeds"] for i in range(0, len(samples), _BATCH)]
         prompts = list(eval_data.prompts)
@@ -125,9 +133,20 @@ class DualEncoderAdapter:
         labels = [getattr(s, "label", None) for s in samples]
         if all(label is not None for label in labels) and getattr(eval_data, "class_names", None):
             index = {name: i for i, name in enumerate(eval_data.class_names)}
-            predicted = (_normalize(images) @ _normalize(texts).T).argmax(axis=1)
+            # Prompts are class-major, the same number of templates per class (a set that copies only
+            # prompts and class names, like robustness's corrupted sets, keeps the grouping).
+            per_class, rest = divmod(len(texts), len(index))
+            if rest or per_class == 0:
+                raise ValueError(f"{len(texts)} prompts for {len(index)} classes: expected the same number of templates for every class")
+            classes = texts if per_class == 1 else class_embeddings(texts, per_class)
+            predicted = (_normalize(images) @ _normalize(classes).T).argmax(axis=1)
             truth = np.array([index[label] for label in labels])
             metrics["accuracy"] = float((predicted == truth).mean())
+            if len(index) > 5:
+                metrics["accuracy.top5"] = top_k_accuracy(images, classes, truth.tolist(), 5)
+        caption_image = getattr(eval_data, "caption_image", None)
+        if caption_image is not None:
+            metrics.update(retrieval_recalls(images, texts, caption_image))
         return metrics, {"vision_encoder/image_embeds": images, "text_encoder/text_embeds": texts}
 
 

@@ -183,9 +183,12 @@ class GenerativeAdapter:
         tokens (padded with -1; :meth:`compare_outputs` turns them into token agreement).
         """
         spec = self.generation_spec(loaded.config)
-        samples = list(eval_data.samples)
+        from edgecompile.data.eval_metrics import rouge_l, token_f1, vqa_match
+
+        samples = list(eval_data.samples)  # a user eval set's samples open their image only when read
         tokens = np.full((len(samples), EVAL_MAX_NEW_TOKENS), -1, np.int64)
         logits, ttft, rates, correct, answered = [], [], [], 0, 0
+        captions: list[tuple[str, str]] = []
         for i, sample in enumerate(samples):
             question = getattr(sample, "question", None) or getattr(sample, "text", None) or DEFAULT_QUESTION
             ids, pixels = self.encode(loaded, sample.image, question)
@@ -195,14 +198,25 @@ class GenerativeAdapter:
             ttft.append(result.time_to_first_token_s * 1000.0)
             if not np.isnan(result.decode_tokens_per_s):
                 rates.append(result.decode_tokens_per_s)
-            answer = getattr(sample, "answer", None)
-            if answer is not None:
-                answered += 1
+            answer, answers, reference = getattr(sample, "answer", None), getattr(sample, "answers", ()), getattr(sample, "reference", None)
+            if answer is not None or answers or reference is not None:
                 text = loaded.processor.decode(result.tokens, skip_special_tokens=True)
-                correct += int(answer_matches(text, answer))
+                if answers:  # a user VQA set: VQA answer normalisation, any of the answers
+                    answered += 1
+                    correct += int(vqa_match(text, answers))
+                elif answer is not None:
+                    answered += 1
+                    correct += int(answer_matches(text, answer))
+                if reference is not None:
+                    captions.append((text, reference))
         metrics: dict[str, float] = {"generation.ttft_ms": float(np.median(ttft)), "generation.decode_tokens_per_s": float(np.median(rates)) if rates else float("nan")}
         if answered:
             metrics["accuracy"] = correct / answered
+        if captions:
+            metrics["caption.token_f1"] = float(np.mean([token_f1(g, r) for g, r in captions]))
+            rouge = rouge_l([g for g, _ in captions], [r for _, r in captions])
+            if rouge is not None:
+                metrics["caption.rouge_l"] = rouge
         return metrics, {"decoder/first_token_logits": np.stack(logits), "generated/tokens": tokens}
 
     def compare_outputs(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, float]:

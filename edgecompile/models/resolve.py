@@ -21,6 +21,15 @@ def _bundled(name: str) -> Path | None:
         return None
 
 
+def is_bundled(model_dir: Path) -> bool:
+    """Whether ``model_dir`` is one of the bundled models (trained on the shapes world, so ``eval.set: auto`` fits it)."""
+    try:
+        from edgecompile.zoo.registry import MODELS_DIR
+    except ImportError:
+        return False
+    return Path(model_dir).resolve().parent == MODELS_DIR.resolve()
+
+
 def default_model(family: str = "dual_encoder") -> str:
     """The bundled model used when neither ``--model`` nor the recipe names one."""
     try:

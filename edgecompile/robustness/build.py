@@ -11,6 +11,7 @@ from edgecompile.builddir.atomic import staged_directory, write_json
 from edgecompile.errors import BackendUnavailable
 from edgecompile.robustness.robustness import evaluate_robustness, limit_samples
 from edgecompile.data.sources import eval_data
+from edgecompile.models.resolve import is_bundled
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.pipeline import recorded
 
@@ -29,7 +30,9 @@ def run_robustness(ctx: BuildContext, corruptions: tuple[str, ...], severities: 
         "artifact": get_backend(artifact.backend).runner(artifact_dir, artifact),
         "reference": cpu_runner(export.folder, exported),
     }
-    data = eval_set if eval_set is not None else eval_data(ctx.recipe.eval.set, samples or ctx.recipe.eval.samples, ctx.adapter.family)
+    data = eval_set if eval_set is not None else eval_data(
+        ctx.recipe.eval.set, samples or ctx.recipe.eval.samples, ctx.adapter.family, bundled=is_bundled(ctx.model_dir), near=Path(ctx.resolved.recipe_path)
+    )
     result = evaluate_robustness(ctx.adapter, ctx.loaded(), runners, limit_samples(data, samples), corruptions, severities, seed, progress)
     result["recipe"] = ctx.recipe.name
     with staged_directory(ctx.path(ROBUSTNESS_DIR)) as out:

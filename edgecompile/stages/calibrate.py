@@ -46,14 +46,16 @@ class CalibrateStage(Stage):
         plan = upstream.annotate.plan()
         per_component: dict[str, TensorRanges] = {}
         for component, path in upstream.graphs().items():
-            model = onnx.load(str(path))
+            # The graph without its weights: shape inference and the session never need the weights in
+            # this process's protobuf (graphs over 2 GiB cannot be serialized with them).
+            model = onnx.load(str(path), load_external_data=False)
             tensors = tensors_to_calibrate(model, plan, component)
             if not tensors:
                 continue
             feeds = ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
             try:
                 per_component[component] = calibrate_component(
-                    model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.bins, percentile=c.percentile
+                    model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.bins, percentile=c.percentile, external_data_dir=path.parent
                 )
             except ValueError as exc:
                 if "no inputs" not in str(exc):

@@ -17,8 +17,9 @@ import numpy as np
 from edgecompile.backends.base import artifact_bytes
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
-from edgecompile.data.sources import eval_data
+from edgecompile.data.sources import eval_data, eval_fingerprint
 from edgecompile.errors import InputError
+from edgecompile.models.resolve import is_bundled
 from edgecompile.reports.build_report import write_build_reports
 from edgecompile.runtime.onnx_cpu import cpu_runner
 from edgecompile.stages.base import Stage
@@ -38,7 +39,8 @@ class ValidateStage(Stage):
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         gates = [g.model_dump_json() for g in ctx.recipe.gates]
-        return {"eval": ctx.recipe.eval.model_dump_json(), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.target.ttft_budget_ms}/{ctx.target.min_decode_tokens_per_s}/{ctx.recipe.budget_gates}/{ctx.recipe.accept_measured_here}"}
+        e = ctx.recipe.eval
+        return {"eval": e.model_dump_json(), "eval_data": eval_fingerprint(e.set, e.samples, ctx.adapter.family, near=Path(ctx.resolved.recipe_path)), "comparison": ctx.recipe.comparison.model_dump_json(), "platform": f"{platform.system()}-{platform.machine()}", "gates": str(gates), "budget": f"{ctx.target.memory_budget_mb}/{ctx.target.latency_budget_ms}/{ctx.target.ttft_budget_ms}/{ctx.target.min_decode_tokens_per_s}/{ctx.recipe.budget_gates}/{ctx.recipe.accept_measured_here}"}
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         report = validate(ctx, out, upstream)
@@ -62,7 +64,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     backend = get_backend(artifact.backend)
     exported = upstream.export.files
     ref_files = {c: p.name for c, p in exported.items()}
-    data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples, ctx.adapter.family)
+    data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples, ctx.adapter.family, bundled=is_bundled(ctx.model_dir), near=Path(ctx.resolved.recipe_path))
     loaded = ctx.loaded()
     metrics: dict[str, Any] = {}
     notes: list[str] = list(artifact.notes)

@@ -15,6 +15,7 @@ _COMPONENT = r"[A-Za-z0-9_]+"
 
 COMMON = (
     r"accuracy(\.reference|\.drop|\.chance)?",
+    r"accuracy\.top5(\.reference|\.drop)?",  # user classification sets with more than five classes
     r"size\.[A-Za-z0-9_]+",
     r"latency\.p90_ms",
     rf"latency\.(reference\.)?{_COMPONENT}\.(p50_ms|p90_ms)",
@@ -26,9 +27,13 @@ COMMON = (
 )
 
 FAMILIES = {
-    "dual_encoder": (rf"drift\.(vision_encoder|text_encoder)\.[A-Za-z0-9_]+\.{_STAT}",),
+    "dual_encoder": (
+        rf"drift\.(vision_encoder|text_encoder)\.[A-Za-z0-9_]+\.{_STAT}",
+        r"retrieval\.(image_to_text|text_to_image)\.r(1|5|10)(\.reference|\.drop)?",  # user retrieval sets
+    ),
     "generative": (
         rf"drift\.decoder\.first_token_logits\.{_STAT}",
+        r"caption\.(token_f1|rouge_l)(\.reference|\.drop)?",  # user captioning sets (rouge_l: with rouge-score installed)
         r"generation\.(ttft_ms|decode_tokens_per_s|token_agreement|sequence_match|first_token_agreement|agreeing_prefix_mean)(\.reference|\.drop)?",
     ),
 }
