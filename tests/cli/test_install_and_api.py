@@ -62,3 +62,17 @@ def test_import_edgecompile_does_not_import_torch() -> None:
     code = "import sys, edgecompile; assert 'torch' not in sys.modules, 'torch imported'; print(edgecompile.__version__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_internal_error(capfd: pytest.CaptureFixture[str]) -> None:
+    """`edgecompile recipes | head` used to end in a BrokenPipeError traceback and exit 70."""
+    from edgecompile.cli.common import handle_errors
+
+    @handle_errors
+    def listing() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(SystemExit) as info:
+        listing()
+    assert info.value.code == 0
+    assert "internal error" not in capfd.readouterr().err
