@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from edgecompile.config.strict_yaml import decode_text, yaml_problem
 from edgecompile.errors import InputError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -67,7 +68,15 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Read a YAML file safely; return (data, composed node tree)."""
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = decode_text(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if text is None:
+        raise InputError(f"{path}: not UTF-8 text; recipes and targets are UTF-8 YAML")
+    problem = yaml_problem(text)
+    if problem is not None:
+        raise InputError(f"{path}:{problem[0]}: {problem[1]}")
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
