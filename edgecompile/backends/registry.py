@@ -18,6 +18,7 @@ _PACKAGES: dict[str, str] = {
     "qnn": "edgecompile.backends.qnn",
     "coreml": "edgecompile.backends.coreml",
     "tensorrt": "edgecompile.backends.tensorrt",
+    "executorch": "edgecompile.backends.executorch",
 }
 
 

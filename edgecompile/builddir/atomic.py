@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -12,11 +13,23 @@ from pathlib import Path
 from typing import Any
 
 
+def strict_json_value(data: Any) -> Any:
+    """``data`` with NaN/Inf floats as null: report.json is strict JSON that any parser reads
+    (a metric that could not be computed is null, as a gate reads it)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json_value(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json_value(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temporary sibling, then rename it over ``path`` (atomic on POSIX)."""
+    """Write strict JSON to a temporary sibling, then rename it over ``path`` (atomic on POSIX)."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        tmp.write_text(json.dumps(strict_json_value(data), indent=1, default=str, allow_nan=False) + "\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

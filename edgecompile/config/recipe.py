@@ -93,8 +93,8 @@ class Gate(Strict):
     """A threshold on one metric of report.json's ``metrics`` (a dotted key)."""
 
     metric: str
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, allow_inf_nan=False)  # a NaN threshold would decide nothing
+    max: float | None = Field(default=None, allow_inf_nan=False)
     name: str | None = None
     # Only for models of this family (a device recipe can carry gates for CLIPs and for LLaVAs).
     family: Literal["dual_encoder", "generative"] | None = None

@@ -123,6 +123,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
         # On the device every component is resident at once: one runtime baseline plus each component's own memory.
         baseline = max(lat["peak_rss_mb"] - lat["runtime_rss_mb"] for lat in latency.values())
         metrics["memory.peak_mb"] = baseline + sum(lat["runtime_rss_mb"] for lat in latency.values())
+        metrics.update(backend.structural_check(artifact_dir, artifact))  # e.g. weight storage types read back from the program
     else:
         notes.append(f"the {artifact.backend} artifact cannot execute on this machine ({platform.machine()}); accuracy, drift, latency and memory were not measured here")
         metrics.update(backend.structural_check(artifact_dir, artifact))

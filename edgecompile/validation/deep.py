@@ -64,7 +64,8 @@ def compare_candidate(
         if rows and rows[0].added is not None:
             metrics["layers.max_added_error"] = rows[0].added
         result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
-    result["commands"] = {comp: line.replace(str(out), str(final)) for comp, line in result["commands"].items()}
+    # Polygraphy can repeat the comparison only for ONNX artifacts (its runners: ONNX Runtime, TensorRT).
+    result["commands"] = {comp: line.replace(str(out), str(final)) for comp, line in result["commands"].items() if artifact.components.get(comp, "").endswith(".onnx")}
     write_json(out / COMPARISON_FILE, result)
     for comp, line in result["commands"].items():
         print(f"  repeat the {comp} comparison: {line}")

@@ -56,3 +56,21 @@ def test_sweep_grid_yaml_strictness(tmp_path: Path, text: str, expected: str) ->
     path.write_text(text)
     with pytest.raises(EdgecompileError, match=expected):
         load_grid(path)
+
+
+@pytest.mark.parametrize("bound", ["min: .nan", "max: .inf", "min: -.inf"])
+def test_non_finite_gate_thresholds_are_refused(tmp_path: Path, bound: str) -> None:
+    path = write_recipe(tmp_path, extra=f"  - {{metric: accuracy.drop, {bound}}}\n")
+    with pytest.raises(EdgecompileError, match=r"gates\[1\]"):
+        load_recipe(path)
+
+
+def test_reports_are_strict_json(tmp_path: Path) -> None:
+    import json
+
+    from edgecompile.builddir.atomic import write_json
+
+    write_json(tmp_path / "r.json", {"metrics": {"a": float("nan"), "b": [1.0, float("inf")], "c": 2.5}})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"metrics": {"a": None, "b": [1.0, None], "c": 2.5}}
