@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from edgecompile.config.recipe import Recipe, load_recipe
-from edgecompile.config.strict_yaml import decode_text, yaml_problem
+from edgecompile.config.strict_yaml import parse_file
 from edgecompile.errors import InputError
 from edgecompile.stages.base import StageResult
 from edgecompile.stages.context import BuildContext
@@ -35,17 +35,7 @@ from edgecompile.stages.validate import publish_report
 
 
 def load_grid(path: Path) -> dict[str, list[Any]]:
-    if not path.is_file():
-        raise InputError(f"{path}: grid file not found")
-    text = decode_text(path.read_bytes())
-    problem = yaml_problem(text) if text is not None else (1, "not UTF-8 text")
-    if problem is not None:
-        raise InputError(f"{path}:{problem[0]}: {problem[1]}")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data, _ = parse_file(path, InputError, what="sweep grids")
     if not isinstance(data, dict) or not isinstance(data.get("axes"), dict) or not data["axes"]:
         raise InputError(f"{path}: expected a mapping with 'axes: {{<dotted recipe field>: [values, ...]}}'")
     for key, values in data["axes"].items():

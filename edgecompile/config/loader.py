@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgecompile.config.strict_yaml import decode_text, yaml_problem
+from edgecompile.config.strict_yaml import parse_file
 from edgecompile.errors import InputError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -66,25 +66,7 @@ def _useful_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Read a YAML file safely; return (data, composed node tree)."""
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        text = decode_text(path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if text is None:
-        raise InputError(f"{path}: not UTF-8 text; recipes and targets are UTF-8 YAML")
-    problem = yaml_problem(text)
-    if problem is not None:
-        raise InputError(f"{path}:{problem[0]}: {problem[1]}")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise InputError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return data, node
+    return parse_file(path, InputError, what="recipes and targets")
 
 
 def load_document(path: Path, model: type[ModelT]) -> ModelT:

@@ -8,6 +8,9 @@ aliases and duplicate keys are refused before anything is constructed, with the 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import yaml
 
 
@@ -45,3 +48,29 @@ def decode_text(raw: bytes) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def parse_file(path: Path, error: type[Exception], *, what: str, invalid: str = "not valid YAML") -> tuple[Any, yaml.Node | None]:
+    """Read ``path`` as strict YAML: (data, composed node tree), or ``error`` naming file:line.
+
+    One reader for recipes, targets, calibration and eval sets and sweep grids: missing or
+    unreadable files, non-UTF-8 bytes, anchors/aliases, duplicate keys and malformed YAML.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
+    text = decode_text(raw)
+    if text is None:
+        raise error(f"{path}: not UTF-8 text; {what} are UTF-8 YAML")
+    problem = yaml_problem(text)
+    if problem is not None:
+        raise error(f"{path}:{problem[0]}: {problem[1]}")
+    try:
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise error(f"{where}: {invalid}: {getattr(exc, 'problem', exc)}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from edgecompile.config.strict_yaml import decode_text, yaml_problem
+from edgecompile.config.strict_yaml import parse_file
 from edgecompile.data.errors import DataError
 
 _UNION_TAGS = ("world", "folder", "classification", "retrieval", "vqa", "captioning")
@@ -19,24 +19,7 @@ _UNION_TAGS = ("world", "folder", "classification", "retrieval", "vqa", "caption
 
 def load_yaml_mapping(path: Path) -> tuple[dict, dict[str, int]]:
     """Load a YAML mapping with `yaml.safe_load`; return it with top-level key -> line."""
-    try:
-        text = decode_text(path.read_bytes())
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    if text is None:
-        raise DataError(f"{path}: not UTF-8 text; calibration and eval sets are UTF-8 YAML")
-    problem = yaml_problem(text)
-    if problem is not None:
-        raise DataError(f"{path}:{problem[0]}: {problem[1]}")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise DataError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    data, node = parse_file(path, DataError, what="calibration and eval sets", invalid="invalid YAML")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping of fields at the top level, "
                         f"got {type(data).__name__}")
