@@ -63,8 +63,11 @@ def build(recipe: str | Path, model: str | Path | None = None, out: str | Path |
     from edgecompile.stages.validate import publish_report
 
     ctx = BuildContext.create(resolve("recipe", str(recipe)), str(model) if model is not None else None, Path(out) if out is not None else None)
-    run_until(ctx, "validate", force=frozenset(STAGE_ORDER) if force else frozenset())
-    publish_report(ctx)
+    try:
+        run_until(ctx, "validate", force=frozenset(STAGE_ORDER) if force else frozenset())
+        publish_report(ctx)
+    finally:
+        ctx.close()  # release the build directory's lock: the call is over
     return load_report(ctx.build_dir)
 
 
@@ -75,8 +78,11 @@ def validate(build_dir: str | Path) -> BuildResult:
     from edgecompile.stages.validate import publish_report
 
     ctx = BuildContext.open(Path(build_dir))
-    run_until(ctx, "validate", force=frozenset({"validate"}))
-    publish_report(ctx)
+    try:
+        run_until(ctx, "validate", force=frozenset({"validate"}))
+        publish_report(ctx)
+    finally:
+        ctx.close()
     return load_report(ctx.build_dir)
 
 
@@ -86,4 +92,4 @@ def sweep(recipe: str | Path, grid: str | Path, root: str | Path, model: str | P
     from edgecompile.sweep import run_sweep
 
     rows = run_sweep(resolve("recipe", str(recipe)), Path(grid), Path(root), str(model) if model is not None else None)
-    return [load_report(row["build_dir"]) for row in rows]
+    return [load_report(row["build_dir"]) for row in rows if row["state"] == "built"]  # merged and failed points: see <root>/sweep.json

@@ -31,7 +31,10 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_clip: Path) -> Pat
 
     root = tmp_path_factory.mktemp("tiny-build")
     ctx = BuildContext.create(write_recipe(root), str(tiny_clip), root / "build")
-    run_until(ctx, "validate")
+    try:
+        run_until(ctx, "validate")
+    finally:
+        ctx.close()  # do not hold the build directory's lock for the whole session
     return ctx.build_dir
 
 

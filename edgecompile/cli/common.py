@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from edgecompile.errors import EdgecompileError, ExitCode
+from edgecompile.reports.format import number
 from edgecompile.stages.base import StageResult
 from edgecompile.stages.context import BuildContext
 from edgecompile.config.resolve import resolve
@@ -53,21 +54,27 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def context_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--recipe/--model/--out to start a build directory, or --build to reuse one."""
-    fn = click.option("--build", "build_dir", type=click.Path(path_type=Path, file_okay=False), help="Existing build directory to work on.")(fn)
-    fn = click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Build directory (default: build/<recipe name>).")(fn)
-    fn = click.option("--model", help="HF model directory, bundled model name, or a name in the local HF cache.")(fn)
-    fn = click.option("--recipe", help="Recipe YAML file, or a recipe name in recipes/.")(fn)
+    fn = click.option("-b", "--build", "build_dir", type=click.Path(path_type=Path, file_okay=False), help="Existing build directory to work on.")(fn)
+    fn = click.option("-o", "--output", "--out", "out", type=click.Path(path_type=Path, file_okay=False), help="Build directory (default: build/<recipe name>).")(fn)
+    fn = click.option("-m", "--model", help="HF model directory, bundled model name, or a name in the local HF cache.")(fn)
+    fn = click.option("-r", "--recipe", help="Recipe YAML file, or a recipe name in recipes/.")(fn)
     return fn
 
 
 def make_context(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None) -> BuildContext:
+    """The command's build context; its directory's lock is held until the command ends."""
     if build_dir is not None:
         if recipe or model or out:
             raise click.UsageError("--build cannot be combined with --recipe, --model or --out")
-        return BuildContext.open(build_dir)
-    if recipe is None:
+        ctx = BuildContext.open(build_dir)
+    elif recipe is None:
         raise click.UsageError("give --recipe (to start a build) or --build (to reuse one)")
-    return BuildContext.create(recipe_path(recipe), model, out)
+    else:
+        ctx = BuildContext.create(recipe_path(recipe), model, out)
+    current = click.get_current_context(silent=True)
+    if current is not None:
+        current.call_on_close(ctx.close)
+    return ctx
 
 
 def echo_stage(result: StageResult) -> None:
@@ -88,8 +95,8 @@ def verdict_line(report: dict[str, Any], report_path: Path) -> int:
     pending = [g for g in gates if _status(g) == "pending"]
     marks = {"passed": "ok  ", "failed": "FAIL", "pending": "WAIT"}
     for g in gates:
-        value = "n/a" if g["value"] is None else f"{g['value']:.4g}"
-        click.echo(f"  [{marks[_status(g)]}] {g['name']}: {g['metric']} = {value} {g['op']} {g['threshold']:.4g}{'  (' + g['reason'] + ')' if g.get('reason') else ''}")
+        value = "n/a" if g["value"] is None else number(g["value"])  # 0.99996 must not print as "1"
+        click.echo(f"  [{marks[_status(g)]}] {g['name']}: {g['metric']} = {value} {g['op']} {number(g['threshold'])}{'  (' + g['reason'] + ')' if g.get('reason') else ''}")
     where = report["where"]["description"]
     passed = len(gates) - len(failed) - len(pending)
     if failed:

@@ -1,8 +1,10 @@
 """Strict YAML loading that maps every validation error back to file, line and field.
 
-yaml.safe_load gives plain data without positions; yaml.compose gives the node tree with marks.
-We parse once for both, validate the data with pydantic, and translate each error location
-(a tuple of keys and indices) into the line of the node it points at.
+The strict reader composes the node tree (with marks) and constructs the data from it in one
+pass; the data is validated with pydantic in strict JSON mode (``samples: true`` is not 1,
+``samples: "8"`` is not 8, ``name: 123`` is not a string; lists still fill tuples and ints still
+fill floats, as in JSON), and each error location (a tuple of keys and indices) is translated into
+the line of the node it points at. A file is parsed once per process and content (error_at reuses it).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _message(error: dict[str, Any]) -> str:
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"expected one of {expected.replace(' or ', ', ')}; got {error.get('input')!r}"
-    return f"{error.get('msg', 'invalid value')}; got {error.get('input')!r}"
+    return f"{str(error.get('msg', 'invalid value')).removeprefix('Value error, ')}; got {error.get('input')!r}"
 
 
 def _useful_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -64,9 +66,33 @@ def _useful_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(k for k in loc if isinstance(k, int) or not str(k).startswith(("function-", "tagged-union")))
 
 
+_PARSED: dict[tuple[str, int, int], tuple[Any, yaml.Node | None]] = {}
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Read a YAML file safely; return (data, composed node tree)."""
-    return parse_file(path, InputError, what="recipes and targets")
+    """Read a YAML file strictly; return (data, composed node tree), parsed once per file version."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return parse_file(path, InputError, what="recipes and targets")
+    if key not in _PARSED:
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[key] = parse_file(path, InputError, what="recipes and targets")
+    return _PARSED[key]
+
+
+def _json_default(value: Any) -> str:
+    """YAML's own scalars without a JSON form (dates, timestamps) are read as their text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def validate_strict(model: type[ModelT], data: Any) -> ModelT:
+    """Validate ``data`` (plain YAML data) as ``model`` with no lax coercion (bool->int, str->number)."""
+    import json
+
+    return model.model_validate_json(json.dumps(data, default=_json_default), strict=True)
 
 
 def load_document(path: Path, model: type[ModelT]) -> ModelT:
@@ -75,13 +101,18 @@ def load_document(path: Path, model: type[ModelT]) -> ModelT:
     if not isinstance(data, dict):
         raise InputError(f"{path}:1: <document>: expected a mapping of fields, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        return validate_strict(model, data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             loc = _useful_loc(tuple(error["loc"]))
             lines.append(f"{path}:{_line_of(node, loc)}: {_field_name(loc)}: {_message(error)}")
         raise InputError("\n".join(lines)) from None
+
+
+def line_of(path: Path, loc: tuple[Any, ...]) -> int | None:
+    """The line of the node at ``loc`` in ``path`` (1-based)."""
+    return _line_of(read_yaml(path)[1], loc)
 
 
 def error_at(path: Path, loc: tuple[Any, ...], message: str) -> InputError:

@@ -46,6 +46,9 @@ class Quantization(Strict):
     activation_symmetric: bool = False
     weight_type: Literal["int8", "uint8"] = "int8"
     int4_block_size: Literal[16, 32, 64, 128] = 32
+    # INT4 weights of the presets: per block of int4_block_size along K, or one scale per output
+    # channel (seed 002's "per-channel symmetric" W4A8; built as INT4 DequantizeLinear, not MatMulNBits).
+    int4_granularity: Literal["per_block", "per_channel"] = "per_block"
     int4_algorithm: Literal["rtn", "gptq"] = "rtn"  # gptq: runs as the 'gptq' weight transform before calibration
     # Weight transforms run in order by the transform stage (names in edgecompile.transforms.registry).
     weight_transforms: list[str] = Field(default_factory=list)
@@ -144,15 +147,44 @@ class Comparison(Strict):
     layer_samples: int = Field(default=4, ge=1, le=256)
 
 
+class Fallback(Strict):
+    """Automatic precision fallback after a failed validation (edgecompile.search.fallback).
+
+    Each step raises the worst offenders of the per-layer attribution one precision step
+    (int4 -> int8 -> fp16 -> fp32), rebuilds what changed and re-validates; it stops at the first
+    plan that passes every gate, after ``max_steps`` steps, or when nothing is left to raise.
+    """
+
+    enabled: bool = False
+    max_steps: int = Field(default=8, ge=1, le=200)
+    # Candidates are ranked by attributed error removed per byte added (or per estimated millisecond).
+    objective: Literal["accuracy_per_byte", "accuracy_per_ms"] = "accuracy_per_byte"
+    # layer: one module path per step; group: every weight of the worst transformer block at once.
+    granularity: Literal["layer", "group"] = "layer"
+    per_step: int = Field(default=1, ge=1, le=64)  # how many layers (or groups) one step raises
+
+
 class Recipe(Strict):
     """One device recipe."""
 
     schema_version: Literal[1]
+    fallback: Fallback = Fallback()
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str = ""
+    # A name looked up in targets/ (config.resolve's order), never a path: a recipe must not reach
+    # outside the folders the resolver searches (``../`` or ``/etc/...``).
     target: str
     model: str | None = None
-    precision_preset: Literal["fp32", "fp16", "w8a8", "w4a8", "vlm-default"] = "vlm-default"
+
+    @field_validator("target")
+    @classmethod
+    def _target_is_a_name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value) or value.endswith((".yaml", ".yml")):
+            raise ValueError("expected a target name (a file name in targets/ without .yaml, looked up beside the recipe, in ./targets, the user's and the shipped targets), not a path")
+        return value
+    precision_preset: Literal["fp32", "fp16", "w8a8", "w8a8-sq", "w4a8", "w4a8-awq", "w4a8-dyn", "vlm-default"] = "vlm-default"
     rules: tuple[PrecisionRule, ...] = ()
     quantization: Quantization = Quantization()
     calibration: Calibration = Calibration()
@@ -222,6 +254,73 @@ def _check_eval_set(recipe: Recipe, recipe_file: Path) -> None:
         raise error_at(recipe_file, ("eval", "set"), str(exc)) from None
 
 
+_FIELDS = ("component", "role", "op_type", "name")
+
+
+def _kind(precision: str | None) -> str:
+    return precision if precision in ("int8", "int4") else "float"
+
+
+def _covering_kinds(later: PrecisionRule) -> tuple[str, ...]:
+    """The kinds of earlier rule that take every node ``later`` would take (first match wins).
+
+    Integer rules fall through on nodes they cannot quantize (plan.annotate: int8 takes weight-carrying
+    ops only; int4 takes MatMul and embedding-table Gathers only), so they shadow only rules as narrow;
+    float rules take every node they match.
+    """
+    kind = _kind(later.precision)
+    if kind == "float":
+        return ("float",)
+    if kind == "int8":
+        return ("float", "int8")
+    m = later.match
+    no_table = (m.op_type is not None and m.op_type != "Gather") or (m.role is not None and m.role != "embeddings")
+    return ("float", "int4", "int8") if no_table else ("float", "int4")
+
+
+def _check_shadowed_rules(recipe: Recipe, recipe_file: Path) -> None:
+    """A rule that an earlier rule always wins over can never fire: that is a mistake, not a rule.
+
+    An earlier rule covers a later one when each field it matches on is one the later rule matches
+    on with the same value (a subset of its constraints) and it applies wherever the later one
+    would. Each rule is looked up under the 16 subsets of its fields: linear in the rule count.
+    """
+    from itertools import product
+
+    from edgecompile.config.loader import line_of
+
+    first: dict[tuple[tuple[str | None, ...], str], int] = {}
+    for j, later in enumerate(recipe.rules):
+        values = tuple(getattr(later.match, f) for f in _FIELDS)
+        hits = []
+        for keep in product((False, True), repeat=len(_FIELDS)):
+            key = tuple(v if k else None for v, k in zip(values, keep))
+            if any(k and v is None for v, k in zip(values, keep)):
+                continue
+            hits += [first[(key, kind)] for kind in _covering_kinds(later) if (key, kind) in first]
+        if hits:
+            i = min(hits)
+            raise error_at(
+                recipe_file,
+                ("rules", j),
+                f"this rule can never fire: rules[{i}] (line {line_of(recipe_file, ('rules', i))}) matches every node it matches and comes first "
+                f"(first match wins); remove it, or move it above rules[{i}] if it is the more specific one",
+            )
+        first.setdefault((values, _kind(later.precision)), j)
+
+
+def _check_calibration_set(recipe: Recipe, recipe_file: Path) -> None:
+    """A named calibration set must exist when the recipe is loaded, not after export and annotate ran."""
+    from edgecompile.config.resolve import resolve
+
+    if recipe.calibration.set == "synthetic":
+        return
+    try:  # looked up as the calibrate stage looks it up (data.sources)
+        resolve("calibration_set", recipe.calibration.set)
+    except InputError as exc:
+        raise error_at(recipe_file, ("calibration", "set"), str(exc)) from None
+
+
 def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     """Load a recipe and the target it names; every error points at the recipe's file and line."""
     from edgecompile.config.resolve import known, resolve
@@ -233,7 +332,7 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
         target_file = targets_dir / f"{recipe.target}.yaml"
     else:
         try:
-            target_file = resolve("target", recipe.target, near=path)
+            target_file = resolve("target", recipe.target, near=path, names_only=True)
         except InputError:
             target_file = None
     if target_file is None or not target_file.is_file():
@@ -245,5 +344,7 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     if target.backend not in backend_names():
         raise error_at(target_file, ("backend",), f"unknown backend '{target.backend}'; expected one of {', '.join(backend_names())}")
     _check_backend_options(get_backend(target.backend), target, target_file, recipe, path)
+    _check_shadowed_rules(recipe, path)
+    _check_calibration_set(recipe, path)
     _check_eval_set(recipe, path)
     return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()), target_path=str(target_file.resolve()))

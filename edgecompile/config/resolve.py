@@ -6,7 +6,8 @@ recipe outside the repository is found the same way by all of them.
 
 Lookup order for a name (first hit wins):
 1. a path: the value names an existing file, or ends in ``.yaml``/``.yml``;
-2. the folder beside the referring file's own folder (``<project>/recipes/r.yaml`` -> ``<project>/targets/``);
+2. the folder beside the referring file's own folder (``<project>/recipes/r.yaml`` -> ``<project>/targets/``),
+   then the folder inside it (``<dir>/r.yaml`` -> ``<dir>/targets/``, a recipe kept outside ``recipes/``);
 3. the current directory's folder of that kind (``./recipes``, ``./targets``, ...);
 4. the user's folder: ``$XDG_CONFIG_HOME/edgecompile/<folder>`` (default ``~/.config/edgecompile/``);
 5. the folders shipped with edgecompile: inside the installed package (``edgecompile/_shipped/``,
@@ -41,7 +42,7 @@ def search_dirs(kind: str, near: Path | None = None) -> list[Path]:
     folder = FOLDERS[kind]
     candidates = []
     if near is not None:
-        candidates.append(near.resolve().parent.parent / folder)
+        candidates += [near.resolve().parent.parent / folder, near.resolve().parent / folder]
     candidates += [Path.cwd() / folder, user_root() / folder, SHIPPED_ROOT / folder]
     seen: list[Path] = []
     for c in candidates:
@@ -76,9 +77,12 @@ def known(kind: str, near: Path | None = None) -> dict[str, Path]:
     return found
 
 
-def resolve(kind: str, value: str, near: Path | None = None, *, field: str | None = None) -> Path:
-    """The file ``value`` names; an InputError listing the known names when there is none."""
-    if looks_like_path(value):
+def resolve(kind: str, value: str, near: Path | None = None, *, field: str | None = None, names_only: bool = False) -> Path:
+    """The file ``value`` names; an InputError listing the known names when there is none.
+
+    ``names_only``: ``value`` is a name looked up in the folders, never a path (a recipe's ``target``).
+    """
+    if not names_only and looks_like_path(value):
         path = Path(value)
         if not path.is_file():
             raise InputError(f"{path}: {FOLDERS[kind][:-1].replace('_', ' ')} file not found")

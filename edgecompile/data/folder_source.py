@@ -30,6 +30,25 @@ class CaptionLine(BaseModel):
     caption: str
 
 
+_JPEG = (".jpg", ".jpeg")
+
+
+def truncation(image: Path) -> str | None:
+    """Why ``image`` is cut short, or None. PIL's verify() does not decode a JPEG's scan data, so a
+    truncated JPEG passes it and fails only when calibration decodes it; a complete JPEG ends with
+    its EOI marker (FF D9, possibly followed by padding)."""
+    size = image.stat().st_size
+    if size == 0:
+        return "empty file"
+    if image.suffix.lower() in _JPEG:
+        with image.open("rb") as f:
+            f.seek(max(0, size - 1024))
+            tail = f.read().rstrip(b"\x00\r\n \t")
+        if not tail.endswith(b"\xff\xd9"):
+            return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
 def list_images(folder: Path, yaml_path: Path) -> list[Path]:
     """Return the folder's image files sorted by name; raise if none or unreadable."""
     if not folder.is_dir():
@@ -43,9 +62,12 @@ def list_images(folder: Path, yaml_path: Path) -> list[Path]:
         try:
             with Image.open(image) as im:
                 im.verify()
+            cut = truncation(image)
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise DataError(f"{image}: unreadable image ({exc.__class__.__name__}: {exc}); "
                             f"listed by {yaml_path}: path") from None
+        if cut is not None:
+            raise DataError(f"{image}: unreadable image ({cut}); listed by {yaml_path}: path")
     return images
 
 

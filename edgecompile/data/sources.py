@@ -89,6 +89,22 @@ def calibration_fingerprint(name: str) -> str:
         raise InputError(f"calibration.set: cannot resolve '{name}': {exc}") from None
 
 
+def calibration_size(name: str) -> int | None:
+    """How many samples calibration set ``name`` holds (None: ``synthetic``, as many as asked).
+
+    Loading the set checks it whole (definition, every image of a folder, captions), so a bad set
+    is refused when the build starts, not halfway through calibration.
+    """
+    if name == "synthetic":
+        return None
+    from edgecompile.data.calibration_sets import load_calibration_set
+
+    try:
+        return len(load_calibration_set(str(_calibration_file(name)), Path(".")))
+    except ValueError as exc:
+        raise InputError(f"calibration.set: {exc}") from None
+
+
 BUILTIN_EVAL_SETS = ("auto", "zero-shot", "vqa", "synthetic")
 _AUTO_NOT_BUNDLED = (
     "eval.set: 'auto' measures accuracy on the bundled shapes world, which only the bundled models were trained on; "

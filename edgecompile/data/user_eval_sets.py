@@ -28,7 +28,7 @@ from edgecompile.data.eval_definitions import (
     CaptioningSetDefinition, ClassificationSetDefinition, EvalSetDefinition, LabelLine, PairLine,
     QuestionLine, ReferenceLine, RetrievalSetDefinition, VqaSetDefinition,
 )
-from edgecompile.data.folder_source import IMAGE_SUFFIXES
+from edgecompile.data.folder_source import IMAGE_SUFFIXES, truncation
 from edgecompile.data.yaml_errors import format_validation_error, load_yaml_mapping
 from edgecompile.errors import InputError
 
@@ -167,6 +167,9 @@ def _image(where: str, folder: Path, value: str, fieldname: str) -> Path:
         raise DataError(f"{where}: {fieldname}: {value!r} is not an image file (expected a name ending in {', '.join(IMAGE_SUFFIXES)})")
     if not image.is_file():
         raise DataError(f"{where}: {fieldname}: image {image} not found")
+    cut = truncation(image)  # cheap (the file's tail): decoding is left for when the sample is read
+    if cut is not None:
+        raise DataError(f"{where}: {fieldname}: image {image} is unreadable ({cut})")
     return image
 
 
@@ -230,6 +233,11 @@ def _image_folder(yaml_path: Path, root: Path, lines: dict[str, int]) -> list[tu
             per_class[folder.name] = images
     if not per_class:
         raise DataError(f"{where}: path: {root} holds no class folders with images (expected {root}/<class>/<image> with names ending in {', '.join(IMAGE_SUFFIXES)})")
+    for images in per_class.values():
+        for image in images:
+            cut = truncation(image)  # cheap (the file's tail): decoding is left for when the sample is read
+            if cut is not None:
+                raise DataError(f"{where}: path: image {image} is unreadable ({cut})")
     out = []
     for rank in range(max(len(v) for v in per_class.values())):
         out += [(images[rank], name, where) for name, images in per_class.items() if rank < len(images)]

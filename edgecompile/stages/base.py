@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgecompile.builddir import lock
 from edgecompile.builddir.atomic import remove_partials, staged_directory
 from edgecompile.builddir.hashing import hash_tree, hash_value
 from edgecompile.builddir.manifest import StageRecord, tool_versions
@@ -128,6 +129,17 @@ def recorded_result(ctx: BuildContext, stage: str) -> StageResult | None:
     return _result(ctx, stage, record, True, 0.0)
 
 
+def _tell_if_edited(ctx: BuildContext, manifest: Any, stage: str, inputs: dict[str, str]) -> None:
+    """Outputs whose bytes changed after they were recorded (same inputs): say so before redoing them."""
+    record = manifest.stages.get(stage)
+    if record is None or record.fingerprint != hash_value(inputs):
+        return
+    changed = manifest.changed_outputs(stage, ctx.build_dir)
+    if changed:
+        where = ", ".join(str(ctx.path(rel)) for rel in changed)
+        ctx.notice(f"edited:{stage}", f"{where}: bytes no longer match manifest.json's record of stage '{stage}' (edited or damaged after it was built); redoing '{stage}' from its recorded inputs")
+
+
 def run_stage(
     ctx: BuildContext,
     stage: Stage,
@@ -147,12 +159,15 @@ def run_stage(
         recorded = {r: recorded_result(ctx, r) for r in stage.requires}
         results = {r: v for r, v in recorded.items() if v is not None}
     completed = tuple(results)
+    lock.hold(ctx.build_dir)  # one writer per build directory, until the command ends (ctx.close)
     remove_partials(ctx.build_dir)
     upstream = _upstream(results, stage)
     inputs = stage_inputs(ctx, stage, results)
     manifest = ctx.manifest()
     if not force and manifest.is_current(stage.name, inputs, ctx.build_dir):
+        ctx.bind()
         return _result(ctx, stage, manifest.stages[stage.name], True, 0.0)
+    _tell_if_edited(ctx, manifest, stage.name, inputs)
     if not force and reuse is not None:
         copied = reuse(stage.name, hash_value(inputs))
         if copied is not None:

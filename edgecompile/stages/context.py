@@ -1,4 +1,12 @@
-"""BuildContext: what every stage can read (recipe, target, model, build directory)."""
+"""BuildContext: what every stage can read (recipe, target, model, build directory).
+
+Binding a recipe to a directory (create) checks everything that can be checked before a stage
+runs (recipe, target, model weights, gates, calibration and eval sets) and takes the directory's
+lock (builddir.lock); re-opening one (open) takes it at its first write.
+``build.json`` and ``recipe.resolved.json`` are written with the first stage that completes (or
+is found current), so a build refused at any point before that leaves nothing behind, not even
+an empty directory it created.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecompile.builddir import lock
 from edgecompile.builddir.atomic import write_json
-from edgecompile.builddir.manifest import Manifest, StageRecord
+from edgecompile.builddir.manifest import Manifest, StageRecord, update
 from edgecompile.config.recipe import ResolvedRecipe, load_recipe
 from edgecompile.errors import InputError
 from edgecompile.models.adapter import LoadedModel, ModelAdapter
@@ -28,6 +37,8 @@ class BuildContext:
     model_ref: str
     adapter: ModelAdapter
     _loaded: LoadedModel | None = field(default=None, repr=False)
+    _binding: dict[str, object] | None = field(default=None, repr=False)  # build.json + recipe.resolved.json, not yet written
+    _notices: dict[str, str | None] = field(default_factory=dict, repr=False)  # told the user, recorded with the binding
 
     @property
     def recipe(self):  # noqa: ANN201 - Recipe
@@ -48,27 +59,76 @@ class BuildContext:
         return read_manifest(self.build_dir)
 
     def record_stage(self, stage: str, record: StageRecord) -> None:
-        """Record a completed stage (the one place that writes the manifest)."""
-        manifest = self.manifest()
-        manifest.record(stage, record)
+        """Record a completed stage (the one place that writes stage records): read-modify-write under the lock."""
+        self.bind()
+        update(self.build_dir, lambda m: m.stages.__setitem__(stage, record))
+
+    def notice(self, key: str, message: str) -> None:
+        """Tell the user something that changes what the build means, and keep it in manifest.json's notices."""
+        import sys
+
+        print(f"notice: {message}", file=sys.stderr)
+        if self._binding is not None:  # nothing written yet: recorded with the binding
+            self._notices[key] = message
+        elif self.manifest().notices.get(key) != message:  # a read-only command writes nothing it already said
+            update(self.build_dir, lambda m: m.notices.__setitem__(key, message))
+
+    def forget(self, key: str) -> None:
+        """Drop a notice that no longer holds (e.g. the recipe now asks for fewer samples than the set has)."""
+        if self._binding is not None:
+            self._notices[key] = None
+        elif key in self.manifest().notices:
+            update(self.build_dir, lambda m: m.notices.pop(key, None))
+
+    def bind(self) -> None:
+        """Write build.json and recipe.resolved.json (once): the first stage completed or found current."""
+        if self._binding is None:
+            return
+        lock.hold(self.build_dir)
+        write_json(self.build_dir / CONTEXT_FILE, self._binding["build"])
+        write_json(self.build_dir / "recipe.resolved.json", self._binding["resolved"])
+        self._binding = None
+        notices, self._notices = self._notices, {}
+
+        def keep(m: Manifest) -> None:
+            for key, message in notices.items():
+                if message is None:
+                    m.notices.pop(key, None)
+                else:
+                    m.notices[key] = message
+
+        update(self.build_dir, keep)
+
+    def close(self) -> None:
+        """Release the build directory's lock (the command is over)."""
+        lock.release(self.build_dir)
 
     def path(self, *parts: str) -> Path:
         return self.build_dir.joinpath(*parts)
 
     @classmethod
     def create(cls, recipe_path: Path, model: str | None, out: Path | None) -> BuildContext:
-        """Bind a recipe (and model) to a build directory, recording both in build.json."""
+        """Bind a recipe (and model) to a build directory; build.json is written by the first stage."""
         resolved = load_recipe(recipe_path)
         ref = model or resolved.recipe.model or default_model()
         model_dir = resolve_model(ref)
         check_safetensors_only(model_dir)
         adapter = adapter_for(model_dir)
         check_gates(resolved, adapter.family)  # before anything is written: a refused recipe leaves no build directory
+        calibration = _calibration_size(resolved)
+        _check_eval_set(resolved, adapter.family)
         build_dir = (out or Path("build") / resolved.name).resolve()
-        build_dir.mkdir(parents=True, exist_ok=True)
-        write_json(build_dir / CONTEXT_FILE, {"recipe": str(recipe_path.resolve()), "model": ref, "model_dir": str(model_dir)})
-        write_json(build_dir / "recipe.resolved.json", resolved.model_dump(mode="json"))
-        return cls(build_dir, resolved, model_dir, ref, adapter)
+        created = lock.prepare_dir(build_dir)
+        try:
+            lock.hold(build_dir, created_dir=created)
+        except BaseException:
+            if created:
+                build_dir.rmdir()
+            raise
+        binding = {"build": {"recipe": str(recipe_path.resolve()), "model": ref, "model_dir": str(model_dir)}, "resolved": resolved.model_dump(mode="json")}
+        ctx = cls(build_dir, resolved, model_dir, ref, adapter, _binding=binding)
+        ctx._calibration_notice(calibration)
+        return ctx
 
     @classmethod
     def open(cls, build_dir: Path) -> BuildContext:
@@ -76,19 +136,72 @@ class BuildContext:
         record_path = build_dir / CONTEXT_FILE
         if not record_path.is_file():
             raise InputError(f"{build_dir}: not an edgecompile build directory (no {CONTEXT_FILE}); run 'edgecompile build --recipe ...' first")
-        record = json.loads(record_path.read_text())
+        record = _read_record(record_path, ("recipe", "model", "model_dir"))
         recipe_path = Path(record["recipe"])
         if recipe_path.is_file():
             resolved = load_recipe(recipe_path)
         else:  # the recipe moved: use the copy recorded in the build directory
-            resolved = ResolvedRecipe.model_validate_json((build_dir / "recipe.resolved.json").read_text())
+            resolved = _read_resolved(build_dir / "recipe.resolved.json")
         model_dir = Path(record["model_dir"])
         if not model_dir.is_dir():
             model_dir = resolve_model(record["model"])
         check_safetensors_only(model_dir)
         adapter = adapter_for(model_dir)
         check_gates(resolved, adapter.family)
-        return cls(build_dir.resolve(), resolved, model_dir, record["model"], adapter)
+        calibration = _calibration_size(resolved)
+        read_manifest(build_dir)  # a corrupt manifest is named now, before any stage
+        # No lock yet: commands that only read a build (run, report) may run side by side; the
+        # first write (a stage, a notice) takes it.
+        ctx = cls(build_dir.resolve(), resolved, model_dir, record["model"], adapter)
+        ctx._calibration_notice(calibration)
+        return ctx
+
+    def _calibration_notice(self, available: int | None) -> None:
+        asked = self.recipe.calibration.samples
+        if available is None or available >= asked:
+            self.forget("calibration.samples")
+        else:
+            self.notice("calibration.samples", f"calibration.set '{self.recipe.calibration.set}' holds {available} sample(s) but calibration.samples asks for {asked}: calibrating on {available} ({self.resolved.recipe_path})")
+
+
+def _calibration_size(resolved: ResolvedRecipe) -> int | None:
+    """How many samples the recipe's calibration set holds (loading it checks every file now); None: unbounded."""
+    from edgecompile.data.sources import calibration_size
+
+    return calibration_size(resolved.recipe.calibration.set)
+
+
+def _check_eval_set(resolved: ResolvedRecipe, family: str) -> None:
+    """Load a user eval set now (every line, label and image file; not the pixels), checked against the model family."""
+    from edgecompile.data.sources import BUILTIN_EVAL_SETS, user_eval_set
+
+    if resolved.recipe.eval.set not in BUILTIN_EVAL_SETS:
+        user_eval_set(resolved.recipe.eval.set, family, Path(resolved.recipe_path))
+
+
+def _read_record(path: Path, fields: tuple[str, ...]) -> dict[str, str]:
+    """build.json, or a named input error (exit 3) when it is not what edgecompile wrote."""
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f"{path}:{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(path)
+        raise InputError(f"{where}: corrupt build record (not valid JSON); rebuild with 'edgecompile build --recipe ... --out {path.parent}'") from None
+    missing = [f for f in fields if not isinstance(record, dict) or not isinstance(record.get(f), str)]
+    if missing:
+        raise InputError(f"{path}: {', '.join(missing)}: corrupt build record (expected the string fields {', '.join(fields)})")
+    return record
+
+
+def _read_resolved(path: Path) -> ResolvedRecipe:
+    from pydantic import ValidationError
+
+    try:
+        return ResolvedRecipe.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing, and the recipe recorded in build.json is gone too; rebuild with --recipe") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"{path}: {'.'.join(map(str, first['loc'])) or '<document>'}: corrupt resolved recipe ({first['msg']}); rebuild with --recipe") from None
 
 
 def check_gates(resolved: ResolvedRecipe, family: str) -> None:
