@@ -12,8 +12,8 @@ from edgecompile.errors import InputError
 
 
 @click.command("init")
-@click.option("--target", "target_name", default="x86-cpu", show_default=True, help="A known target (see 'edgecompile targets').")
-@click.option("--name", help="Name of the new recipe (default: the target's name).")
+@click.option("-t", "--target", "target_name", default="x86-cpu", show_default=True, help="A known target (see 'edgecompile targets').")
+@click.option("-n", "--name", help="Name of the new recipe (default: the target's name).")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True, help="Project directory.")
 @handle_errors
 def init_cmd(target_name: str, name: str | None, directory: Path) -> None:

@@ -2,48 +2,103 @@
 
 from __future__ import annotations
 
+import io
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgecompile.cli.common import context_options, echo_stage, handle_errors, make_context, verdict_line
+from edgecompile.cli.output import echo, json_option, machine_output, quiet
 from edgecompile.stages import STAGE_ORDER
+from edgecompile.stages.base import StageResult
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.pipeline import run_until
 from edgecompile.stages.validate import publish_report
 
 
-def _finish(ctx: BuildContext) -> None:
+def _on_result(result: StageResult) -> None:
+    if not quiet():
+        echo_stage(result)
+
+
+def _run(ctx: BuildContext, stage: str, force: frozenset[str]) -> list[StageResult]:
+    """run_until; under -q the stages' informational lines are dropped (errors still raise and print)."""
+    if not quiet():
+        return run_until(ctx, stage, force=force, on_result=_on_result)
+    with redirect_stdout(io.StringIO()):
+        return run_until(ctx, stage, force=force, on_result=_on_result)
+
+
+def _verdict(ctx: BuildContext) -> tuple[dict[str, Any], int]:
+    """Publish the report and print the verdict (only its last line under -q); return (report, exit code)."""
     report = publish_report(ctx)
-    sys.exit(verdict_line(report, ctx.path("report.json")))
+    if not quiet():
+        return report, verdict_line(report, ctx.path("report.json"))
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = verdict_line(report, ctx.path("report.json"))
+    click.echo(buf.getvalue().strip().splitlines()[-1])
+    return report, code
+
+
+def verdict_json(command: str, ctx: BuildContext, report: dict[str, Any], code: int) -> dict[str, Any]:
+    """The --json object of a verdict-producing command."""
+    return {
+        "ok": code == 0,
+        "command": command,
+        "verdict": report["verdict"],
+        "exit_code": int(code),
+        "recipe": report.get("recipe"),
+        "target": report.get("target"),
+        "tier": report.get("tier"),
+        "model": report.get("model"),
+        "build_dir": str(ctx.build_dir),
+        "report": str(ctx.path("report.json")),
+        "html": str(ctx.path("validate", "report.html")),
+        "where": (report.get("where") or {}).get("description"),
+        "gates": report.get("gates", []),
+        "metrics": report.get("metrics", {}),
+    }
 
 
 @click.command("build")
 @context_options
 @click.option("--force", is_flag=True, help="Redo every stage even if its inputs did not change.")
+@json_option
 @handle_errors
-def build_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool) -> None:
+def build_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool, as_json: bool) -> None:
     """Run every stage: export -> annotate -> transform -> calibrate -> build -> validate.
 
-    Exits 0 when every gate passes, 1 when a gate fails (see README for other codes).
+    Exits 0 when every gate passes, 1 when a gate fails, 6 when gates are pending on the device
+    (see README for other codes). With --json: one JSON object on stdout (verdict, gates, metrics).
     """
-    ctx = make_context(recipe, model, out, build_dir)
-    click.echo(f"edgecompile build: recipe {ctx.recipe.name} -> target {ctx.target.name} ({ctx.target.backend}); model {ctx.model_ref}; into {ctx.build_dir}")
-    force_set = frozenset(STAGE_ORDER) if force else frozenset()
-    run_until(ctx, "validate", force=force_set, on_result=echo_stage)
-    _finish(ctx)
+    with machine_output(as_json) as emit:
+        ctx = make_context(recipe, model, out, build_dir)
+        echo(f"edgecompile build: recipe {ctx.recipe.name} -> target {ctx.target.name} ({ctx.target.backend}); model {ctx.model_ref}; into {ctx.build_dir}")
+        force_set = frozenset(STAGE_ORDER) if force else frozenset()
+        _run(ctx, "validate", force_set)
+        report, code = _verdict(ctx)
+        if as_json:
+            emit(verdict_json("build", ctx, report, code))
+    sys.exit(code)
 
 
 def _stage_command(stage: str, help_text: str) -> click.Command:
     @click.command(stage, help=help_text)
     @context_options
     @click.option("--force", is_flag=True, help=f"Redo '{stage}' even if its inputs did not change.")
+    @json_option
     @handle_errors
-    def command(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool) -> None:
-        ctx = make_context(recipe, model, out, build_dir)
-        run_until(ctx, stage, force=frozenset({stage}) if force else frozenset(), on_result=echo_stage)
-        click.echo(f"{stage}: done | {ctx.path(stage)}")
+    def command(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool, as_json: bool) -> None:
+        with machine_output(as_json) as emit:
+            ctx = make_context(recipe, model, out, build_dir)
+            results = _run(ctx, stage, frozenset({stage}) if force else frozenset())
+            echo(f"{stage}: done | {ctx.path(stage)}")
+            if as_json:
+                emit({"ok": True, "command": stage, "build_dir": str(ctx.build_dir), "output": str(ctx.path(stage)), "stages": [{"stage": r.stage, "skipped": r.skipped, "wall_s": r.wall_s} for r in results]})
 
     return command
 
@@ -62,24 +117,33 @@ calibrate_cmd = _stage_command("calibrate", "Measure activation ranges on the re
 def annotate_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool, show: bool, all_nodes: bool) -> None:
     """Build the precision plan from the recipe's rules (first match wins)."""
     ctx = make_context(recipe, model, out, build_dir)
-    results = run_until(ctx, "annotate", force=frozenset({"annotate"}) if force else frozenset(), on_result=echo_stage)
+    results = _run(ctx, "annotate", frozenset({"annotate"}) if force else frozenset())
     if show:
         plan = results[-1].output.plan()
-        click.echo(f"{'component':<15} {'node':<28} {'op':<10} {'role':<13} {'precision':<9} rule")
+        click.echo(f"{'component':<15} {'node':<28} {'module':<44} {'op':<10} {'role':<13} {'precision':<9} rule")
         for e in plan.entries:
             if e.weight is not None or all_nodes:
-                click.echo(f"{e.component:<15} {e.node[:28]:<28} {e.op_type:<10} {e.role:<13} {e.precision:<9} {e.rule}")
+                click.echo(f"{e.component:<15} {e.node[:28]:<28} {e.module[-44:]:<44} {e.op_type:<10} {e.role:<13} {e.precision:<9} {e.rule}")
         click.echo("summary (weight-carrying nodes):")
         for component, counts in plan.summary().items():
             click.echo(f"  {component}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    click.echo(f"annotate: done | {ctx.path('annotate', 'plan.json')}")
+        sys.stdout.flush()
+    echo(f"annotate: done | {ctx.path('annotate', 'plan.json')}")
 
 
 @click.command("validate")
 @context_options
+@json_option
 @handle_errors
-def validate_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None) -> None:
-    """(Re-)validate the artifact against the float reference and the gates; always re-measures."""
-    ctx = make_context(recipe, model, out, build_dir)
-    run_until(ctx, "validate", force=frozenset({"validate"}), on_result=echo_stage)
-    _finish(ctx)
+def validate_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, as_json: bool) -> None:
+    """(Re-)validate the artifact against the float reference and the gates; always re-measures.
+
+    Exit codes as for 'build'. With --json: one JSON object on stdout.
+    """
+    with machine_output(as_json) as emit:
+        ctx = make_context(recipe, model, out, build_dir)
+        _run(ctx, "validate", frozenset({"validate"}))
+        report, code = _verdict(ctx)
+        if as_json:
+            emit(verdict_json("validate", ctx, report, code))
+    sys.exit(code)

@@ -16,9 +16,9 @@ from edgecompile.errors import InputError
 
 
 @click.command("run")
-@click.option("--build", "build_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help="Build directory of a generative model.")
-@click.option("--image", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Image file.")
-@click.option("--prompt", required=True, help="The question or instruction.")
+@click.option("-b", "--build", "build_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help="Build directory of a generative model.")
+@click.option("-i", "--image", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Image file.")
+@click.option("-p", "--prompt", required=True, help="The question or instruction.")
 @click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--reference", is_flag=True, help="Run the float reference graphs (export/) instead of the compiled artifact.")
 @handle_errors

@@ -8,24 +8,33 @@ from typing import Any
 
 from edgecompile.builddir.atomic import write_text
 from edgecompile.reports import plots
-from edgecompile.reports.html import html_page
+from edgecompile.reports.html import build_page
 from edgecompile.reports.junit import junit_xml
 from edgecompile.reports.markdown import build_markdown
+from edgecompile.reports.view import build_view
 
 ROBUSTNESS_FILE = Path("robustness") / "robustness.json"
+PLAN_FILE = Path("annotate") / "plan.json"
 
 
 def _read(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def build_images(layers: list[dict[str, Any]] | None, robustness: dict[str, Any] | None) -> dict[str, bytes]:
-    """Per-build plots (empty when matplotlib is missing)."""
+def build_images(view: dict[str, Any], plan: dict[str, Any] | None, all_layers: list[dict[str, Any]] | None = None) -> dict[str, bytes]:
+    """Per-build plots, keyed by the names the template places them under (empty without matplotlib)."""
     if plots.available() is not None:
         return {}
     images: dict[str, bytes] = {}
-    if layers:
-        images["per-layer error"] = plots.layer_bars_png(layers)
+    if view["components"] and any(c["latency_ms"] is not None or c["size_mb"] is not None for c in view["components"]):
+        images["latency and size"] = plots.latency_size_png(view["components"])
+    if plan and any(e.get("weight") for e in plan.get("entries", [])):
+        images["precision plan"] = plots.precision_by_role_png(plan)
+    if all_layers or view["layers"]:
+        images["per-layer error"] = plots.layer_bars_png(all_layers or view["layers"])
+    if any(r["metric"] in ("generation.ttft_ms", "generation.decode_tokens_per_s") for r in view["generation"]):
+        images["generation"] = plots.generation_png(view["generation"])
+    robustness = view["robustness"]
     for who in ("artifact", "reference"):
         if robustness and robustness.get(who):
             images[f"robustness ({who})"] = plots.robustness_heatmap_png(f"accuracy under corruption ({who})", robustness[who]["accuracy"], robustness["severities"])
@@ -34,17 +43,21 @@ def build_images(layers: list[dict[str, Any]] | None, robustness: dict[str, Any]
 
 def write_build_reports(validate_dir: Path, report: dict[str, Any], robustness: dict[str, Any] | None = None, dest: Path | None = None) -> dict[str, Path]:
     """Render the report files into ``dest`` (default ``validate_dir``; validate calls this right after report.json)."""
+    from edgecompile.reports.view import layer_rows
+
     dest = dest or validate_dir
     comparison = _read(validate_dir / "comparison.json")
     layers_doc = _read(validate_dir / "layers.json")
     layers = layers_doc["layers"] if layers_doc else None
-    markdown = build_markdown(report, comparison, layers, robustness)
+    plan = _read(validate_dir.parent / PLAN_FILE)
+    view = build_view(report, comparison, layers, plan, robustness)
     missing = plots.available()
+    markdown = build_markdown(view)
     if missing:
         markdown += f"\n_Plots left out: {missing}._\n"
     paths = {"markdown": dest / "report.md", "html": dest / "report.html", "junit": dest / "report.junit.xml"}
     write_text(paths["markdown"], markdown)
-    write_text(paths["html"], html_page(f"edgecompile {report.get('recipe')}", markdown, build_images(layers, robustness)))
+    write_text(paths["html"], build_page(view, build_images(view, plan, layer_rows(layers, plan)), missing))
     write_text(paths["junit"], junit_xml(report))
     return paths
 
@@ -59,4 +72,6 @@ def refresh_build_reports(build_dir: Path) -> dict[str, Path]:
         from edgecompile.errors import InputError
 
         raise InputError(f"{build_dir}: no validate/report.json; run 'edgecompile build' or 'edgecompile validate' first")
-    return write_build_reports(build_dir / "validate", report, _read(build_dir / ROBUSTNESS_FILE), dest=build_dir)
+    from edgecompile.device.merge import merged_report  # the device's results, when 'edgecompile.device validate' ran
+
+    return write_build_reports(build_dir / "validate", merged_report(build_dir, report), _read(build_dir / ROBUSTNESS_FILE), dest=build_dir)

@@ -49,7 +49,8 @@ def test_build_reports_written_by_validate(built: Path) -> None:
     md = (v / "report.md").read_text()
     assert "## Gates" in md and "Polygraphy" in md and "polygraphy run" in md and "Layers adding the most error" in md
     html = (v / "report.html").read_text()
-    assert "data:image/png;base64," in html and "<table>" in html and "src=\"http" not in html
+    assert "data:image/png;base64," in html and "<table" in html and "src=\"http" not in html
+    assert 'id="verdict"' in html and 'data-plot="per-layer error"' in html and 'data-plot="latency and size"' in html
     suite = ET.fromstring((v / "report.junit.xml").read_text().split("\n", 1)[1])
     import json
 
@@ -67,8 +68,8 @@ def test_report_cli_aggregates(built: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(built), str(tmp_path), "--out", str(tmp_path / "agg")])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "agg" / "report.md").read_text()
-    assert "| Config | Clean Acc | RS (up) | mCE (down) | Size (MB) | Compression |" in md
-    assert "embedded" in md and (tmp_path / "agg" / "pareto_embedded.png").stat().st_size > 1000
+    assert "| Config | Clean Acc | RS (up) | mCE (seed: abs drop, down) | CE (norm. to FP32, down) | Size (MB) | Compression |" in md
+    assert "embedded" in md and [p.stat().st_size > 1000 for p in (tmp_path / "agg").glob("pareto_*_embedded.png")] == [True]
     assert (built / "report.html").is_file()  # refreshed at the build's top, validate/ untouched
     empty = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert empty.exit_code == 3
