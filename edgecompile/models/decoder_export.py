@@ -35,13 +35,22 @@ class CacheLayout:
     head_dim: int
     hidden: int
     vocab: int
+    # 1: position_ids (batch, seq). 3: Qwen2-VL's M-RoPE, position_ids (3, batch, seq) — (temporal, row, column).
+    position_dims: int = 1
 
     @classmethod
     def from_text_config(cls, cfg) -> CacheLayout:  # noqa: ANN001 - a transformers config
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        return cls(cfg.num_hidden_layers, kv_heads, head_dim, cfg.hidden_size, cfg.vocab_size)
+        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+        mrope = isinstance(rope, dict) and "mrope_section" in rope
+        return cls(cfg.num_hidden_layers, kv_heads, head_dim, cfg.hidden_size, cfg.vocab_size, 3 if mrope else 1)
+
+    def positions(self, start: int, count: int) -> torch.Tensor:
+        """Text-token position ids in this layout's shape (all three M-RoPE sections equal for text)."""
+        ids = torch.arange(start, start + count, dtype=torch.int64).unsqueeze(0)
+        return ids.unsqueeze(0).expand(3, 1, count).contiguous() if self.position_dims == 3 else ids
 
     def past_names(self) -> list[str]:
         return [n for i in range(self.layers) for n in (f"past_key_{i}", f"past_value_{i}")]
@@ -81,13 +90,13 @@ def decoder_example_inputs(layout: CacheLayout, seed: int = 0) -> tuple[torch.Te
     total = _EXAMPLE_PAST + _EXAMPLE_SEQ
     embeds = torch.randn(1, _EXAMPLE_SEQ, layout.hidden, generator=g) * 0.02
     mask = torch.ones(1, total, dtype=torch.int64)
-    positions = torch.arange(_EXAMPLE_PAST, total, dtype=torch.int64).unsqueeze(0)
+    positions = layout.positions(_EXAMPLE_PAST, _EXAMPLE_SEQ)
     past = [torch.randn(1, layout.kv_heads, _EXAMPLE_PAST, layout.head_dim, generator=g) for _ in range(2 * layout.layers)]
     return (embeds, mask, positions, *past)
 
 
 def decoder_dynamic_axes(layout: CacheLayout) -> dict[str, dict[int, str]]:
-    axes: dict[str, dict[int, str]] = {"inputs_embeds": {1: "sequence"}, "attention_mask": {1: "total_length"}, "position_ids": {1: "sequence"}}
+    axes: dict[str, dict[int, str]] = {"inputs_embeds": {1: "sequence"}, "attention_mask": {1: "total_length"}, "position_ids": {2 if layout.position_dims == 3 else 1: "sequence"}}
     for name in layout.past_names():
         axes[name] = {2: "past_length"}
     return axes
@@ -113,7 +122,7 @@ def decoder_parity(module: DecoderWithCache, layout: CacheLayout, path, prompt_l
         embeds = torch.randn(1, length, layout.hidden, generator=g) * scale
         total = done + length
         mask = torch.ones(1, total, dtype=torch.int64)
-        positions = torch.arange(done, total, dtype=torch.int64).unsqueeze(0)
+        positions = layout.positions(done, length)
         with torch.no_grad():
             expected = [t.numpy() for t in module(embeds, mask, positions, *torch_past)]
         got = session.run(None, {"inputs_embeds": embeds.numpy(), "attention_mask": mask.numpy(), "position_ids": positions.numpy(), **ort_past})

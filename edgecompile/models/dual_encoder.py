@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgecompile import progress
 from edgecompile.errors import InputError
 from edgecompile.models.tokenizer_check import check_tokenizer
 from edgecompile.models.adapter import ComponentRunner, ComponentSpec, Feeds, LoadedModel
@@ -69,20 +70,29 @@ class DualEncoderAdapter:
         try:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
             check_tokenizer(processor, path)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, ImportError) as exc:  # ImportError: a processor class needing a package absent here
             raise InputError(f"{path}: cannot load the processor (tokenizer + image processor) the model needs: {exc}") from None
         return LoadedModel(path=path, model=model, processor=processor, config=model.config)
 
+    def image_size(self, loaded: LoadedModel) -> int:
+        """The square input resolution the vision graph is exported at."""
+        return int(loaded.config.vision_config.image_size)
+
+    def vision_module(self, loaded: LoadedModel) -> torch.nn.Module:
+        """pixel_values [batch, 3, H, W] -> image_embeds."""
+        return _Vision(loaded.model, self._projections(loaded.model)[0])
+
     def components(self, loaded: LoadedModel) -> list[ComponentSpec]:
-        vision_proj, text_proj = self._projections(loaded.model)
+        _, text_proj = self._projections(loaded.model)
         vcfg = loaded.config.vision_config
-        pixels = torch.randn(2, vcfg.num_channels if hasattr(vcfg, "num_channels") else 3, vcfg.image_size, vcfg.image_size, generator=torch.Generator().manual_seed(0))
+        size = self.image_size(loaded)
+        pixels = torch.randn(2, vcfg.num_channels if hasattr(vcfg, "num_channels") else 3, size, size, generator=torch.Generator().manual_seed(0))
         feeds = self._text_feeds(loaded, ["a photo of a red circle", "a green square on the left"])
         ids = torch.from_numpy(feeds["input_ids"])
         mask = torch.from_numpy(feeds["attention_mask"])
         text_axes = {0: "batch"} if self.text_padding == "max_length" else {0: "batch", 1: "sequence"}
         return [
-            ComponentSpec("vision_encoder", _Vision(loaded.model, vision_proj), (pixels,), ("pixel_values",), ("image_embeds",), {"pixel_values": {0: "batch"}}),
+            ComponentSpec("vision_encoder", self.vision_module(loaded), (pixels,), ("pixel_values",), ("image_embeds",), {"pixel_values": {0: "batch"}}),
             ComponentSpec("text_encoder", _Text(loaded.model, text_proj), (ids, mask), ("input_ids", "attention_mask"), ("text_embeds",), {"input_ids": text_axes, "attention_mask": text_axes}),
         ]
 
@@ -108,7 +118,7 @@ class DualEncoderAdapter:
 
     def latency_feeds(self, loaded: LoadedModel, component: str) -> Feeds:
         if component == "vision_encoder":
-            size = loaded.config.vision_config.image_size
+            size = self.image_size(loaded)
             return {"pixel_values": np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)}
         return self._text_feeds(loaded, ["a photo of a red triangle on the left"])
 
@@ -124,7 +134,7 @@ class DualEncoderAdapter:
         from edgecompile.data.eval_metrics import class_embeddings, retrieval_recalls, top_k_accuracy
 
         samples = list(eval_data.samples)
-        image_embeds = [run("vision_encoder", {"pixel_values": self._pixels(loaded, [s.image for s in samples[i : i + _BATCH]])})["image_embeds"] for i in range(0, len(samples), _BATCH)]
+        image_embeds = [run("vision_encoder", {"pixel_values": self._pixels(loaded, [s.image for s in samples[i : i + _BATCH]])})["image_embeds"] for i in progress.track(range(0, len(samples), _BATCH), "evaluate: image batches")]
         prompts = list(eval_data.prompts)
         text_embeds = [run("text_encoder", self._text_feeds(loaded, prompts[i : i + _BATCH]))["text_embeds"] for i in range(0, len(prompts), _BATCH)]
         images = np.concatenate(image_embeds)

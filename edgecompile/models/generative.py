@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgecompile import progress
 from edgecompile.errors import InputError
 from edgecompile.models.tokenizer_check import check_tokenizer
 from edgecompile.models.adapter import ComponentRunner, ComponentSpec, Feeds, LoadedModel
@@ -73,6 +74,11 @@ class GenerativeAdapter:
     def image_size(self, config: Any) -> int:
         return int(config.vision_config.image_size)
 
+    def pixel_shape(self, loaded: LoadedModel) -> tuple[int, ...]:
+        """The vision graph's input shape for one image, without the batch axis (tiling families add a tile axis)."""
+        size = self.image_size(loaded.config)
+        return (3, size, size)
+
     # --- loading -------------------------------------------------------------------------------
     def load(self, path: Path, trust_remote_code: bool = False) -> LoadedModel:
         model = self._model_class().from_pretrained(path, trust_remote_code=trust_remote_code).eval()
@@ -83,7 +89,7 @@ class GenerativeAdapter:
 
         try:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, ImportError) as exc:  # ImportError: e.g. a video processor needing torchvision
             raise InputError(f"{path}: cannot load the processor (tokenizer + image processor + chat template) the model needs: {exc}") from None
         check_tokenizer(processor, path)
         return processor
@@ -96,13 +102,16 @@ class GenerativeAdapter:
         return GenerationSpec(self.image_token_id(config), tuple(int(e) for e in eos_ids), layout.layers, layout.kv_heads, layout.head_dim, layout.hidden, layout.vocab, self.position_layout)
 
     # --- components ----------------------------------------------------------------------------
+    def decoder_module(self, loaded: LoadedModel, layout: CacheLayout) -> DecoderWithCache:
+        """The exported decoder; a family with another attention mask (PaliGemma's prefix-LM) returns its own subclass."""
+        return DecoderWithCache(self.language_model(loaded), self.lm_head(loaded), layout.layers)
+
     def components(self, loaded: LoadedModel) -> list[ComponentSpec]:
-        size = self.image_size(loaded.config)
-        pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        pixels = torch.randn(2, *self.pixel_shape(loaded), generator=torch.Generator().manual_seed(0))
         text_cfg = loaded.config.get_text_config(decoder=True)
         layout = CacheLayout.from_text_config(text_cfg)
         ids = torch.randint(0, text_cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
-        decoder = DecoderWithCache(self.language_model(loaded), self.lm_head(loaded), layout.layers).eval()
+        decoder = self.decoder_module(loaded, layout).eval()
         return [
             ComponentSpec("vision_encoder", self.vision_module(loaded).eval(), (pixels,), ("pixel_values",), ("image_features",), {"pixel_values": {0: "batch"}}),
             ComponentSpec("embed_tokens", EmbedTokens(self.language_model(loaded).get_input_embeddings()).eval(), (ids,), ("input_ids",), ("inputs_embeds",), {"input_ids": {0: "batch", 1: "sequence"}}),
@@ -139,7 +148,7 @@ class GenerativeAdapter:
             embeds = self.language_model(loaded).get_input_embeddings()(torch.from_numpy(ids)).numpy()
         embeds = splice_image_features(ids, embeds, features, self.image_token_id(loaded.config))
         n = ids.shape[1]
-        positions = self.generation_spec(loaded.config).position_ids(0, n)
+        positions = self.generation_spec(loaded.config).prompt_position_ids(ids)[0]
         return {"inputs_embeds": embeds, "attention_mask": np.ones((1, n), np.int64), "position_ids": positions, **layout.empty_past()}
 
     def calibration_feeds(self, loaded: LoadedModel, samples: Iterable[Any], component: str) -> Iterator[Feeds]:
@@ -160,9 +169,8 @@ class GenerativeAdapter:
     def latency_feeds(self, loaded: LoadedModel, component: str) -> Feeds:
         """Vision: one image. embed_tokens: one token. decoder: one decode step after an image and a short prompt."""
         rng = np.random.default_rng(0)
-        size = self.image_size(loaded.config)
         if component == "vision_encoder":
-            return {"pixel_values": rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+            return {"pixel_values": rng.standard_normal((1, *self.pixel_shape(loaded))).astype(np.float32)}
         if component == "embed_tokens":
             return {"input_ids": np.array([[1]], np.int64)}
         spec = self.generation_spec(loaded.config)
@@ -171,9 +179,8 @@ class GenerativeAdapter:
         return {"inputs_embeds": (rng.standard_normal((1, 1, spec.hidden)) * 0.02).astype(np.float32), "attention_mask": np.ones((1, past + 1), np.int64), "position_ids": spec.position_ids(past, 1), **feeds}
 
     def image_tokens(self, loaded: LoadedModel) -> int:
-        size = self.image_size(loaded.config)
         with torch.no_grad():
-            return int(self.vision_module(loaded)(torch.zeros(1, 3, size, size)).shape[1])
+            return int(self.vision_module(loaded)(torch.zeros(1, *self.pixel_shape(loaded))).shape[1])
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self, loaded: LoadedModel, run: ComponentRunner, eval_data: Any) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -189,7 +196,7 @@ class GenerativeAdapter:
         tokens = np.full((len(samples), EVAL_MAX_NEW_TOKENS), -1, np.int64)
         logits, ttft, rates, correct, answered = [], [], [], 0, 0
         captions: list[tuple[str, str]] = []
-        for i, sample in enumerate(samples):
+        for i, sample in enumerate(progress.track(samples, "evaluate: greedy answers")):
             question = getattr(sample, "question", None) or getattr(sample, "text", None) or DEFAULT_QUESTION
             ids, pixels = self.encode(loaded, sample.image, question)
             result = generate(run, spec, ids, pixels, EVAL_MAX_NEW_TOKENS)

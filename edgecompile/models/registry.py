@@ -15,8 +15,25 @@ from edgecompile.models.adapter import ModelAdapter
 _ADAPTERS: tuple[str, ...] = (
     "edgecompile.models.dual_encoder:ClipAdapter",
     "edgecompile.models.dual_encoder:SiglipAdapter",
+    "edgecompile.models.siglip2:Siglip2Adapter",
     "edgecompile.models.llava:LlavaAdapter",
+    "edgecompile.models.llava_next:LlavaNextAdapter",
+    "edgecompile.models.llava_next:LlavaOnevisionAdapter",
+    "edgecompile.models.idefics3:Idefics3Adapter",
+    "edgecompile.models.paligemma:PaliGemmaAdapter",
+    "edgecompile.models.qwen2_vl:Qwen2VLAdapter",
+    "edgecompile.models.qwen2_vl:Qwen2_5_VLAdapter",
 )
+
+
+# Families known but not (yet) compiled: the refusal names the family and the nearest supported one,
+# so a user knows what is missing and what they could use instead.
+_NOT_YET: dict[str, tuple[str, str]] = {
+    "smolvlm": ("SmolVLM2 (the smolvlm model type; its processor also needs num2words and torchvision)", "idefics3 (SmolVLM v1 checkpoints such as SmolVLM-256M are model_type idefics3)"),
+    "idefics2": ("Idefics2 (perceiver resampler connector)", "idefics3"),
+    "llava_next_video": ("LLaVA-NeXT-Video (video frames)", "llava_next"),
+    "gemma3": ("Gemma 3 (SigLIP tower with pan-and-scan, sliding-window decoder)", "paligemma"),
+}
 
 
 def _adapters() -> list[ModelAdapter]:
@@ -48,6 +65,8 @@ def adapter_for(path: Path) -> ModelAdapter:
     for adapter in _adapters():
         if model_type in adapter.model_types:
             return adapter
-    raise InputError(
-        f"{path / 'config.json'}: model_type: '{model_type}' is not supported; expected one of {', '.join(supported_model_types())}"
-    )
+    supported = ", ".join(supported_model_types())
+    if model_type in _NOT_YET:
+        family, nearest = _NOT_YET[model_type]
+        raise InputError(f"{path / 'config.json'}: model_type: '{model_type}' ({family}) is not supported yet; the nearest supported family is {nearest}; supported: {supported}")
+    raise InputError(f"{path / 'config.json'}: model_type: '{model_type}' is not supported; expected one of {supported}")

@@ -35,16 +35,47 @@ class GenerationSpec:
     hidden: int
     vocab: int
     # How position ids are laid out for the decoder. "1d": one position per token, 0..n-1, shape
-    # (1, n) (Llama, Qwen2, Mistral, Gemma). A family with another scheme (Qwen2-VL's 3-section
-    # M-RoPE) names its own here and implements it in ``position_ids``, so the runtime on the device
-    # follows it from generation.json without the adapter.
+    # (1, n) (Llama, Qwen2, Mistral, Gemma). "1d_from_1": the same counted from 1 (PaliGemma's
+    # positions are 1-indexed). "mrope": Qwen2-VL's multimodal rotary positions, shape (3, 1, n) —
+    # (temporal, row, column): text tokens carry their index in all three, the image's tokens the
+    # image's start position plus their row / column in ``image_grid`` (merged patches, rows x cols),
+    # and the text after an image resumes at start + max(rows, cols). The runtime follows the layout
+    # from generation.json without the adapter.
     position_layout: str = "1d"
+    image_grid: tuple[int, int] = (0, 0)
 
     def position_ids(self, start: int, count: int) -> np.ndarray:
-        """Position ids of ``count`` tokens starting at position ``start`` (batch 1)."""
-        if self.position_layout != "1d":
-            raise ValueError(f"generation.json: position_layout: '{self.position_layout}' is not known to this runtime; expected '1d'")
-        return np.arange(start, start + count, dtype=np.int64)[None]
+        """Position ids of ``count`` text tokens from position index ``start`` (batch 1); for a prompt with an image see :meth:`prompt_position_ids`."""
+        offsets = {"1d": 0, "1d_from_1": 1, "mrope": 0}
+        if self.position_layout not in offsets:
+            raise ValueError(f"generation.json: position_layout: '{self.position_layout}' is not known to this runtime; expected one of {', '.join(offsets)}")
+        first = start + offsets[self.position_layout]
+        positions = np.arange(first, first + count, dtype=np.int64)[None]
+        return np.broadcast_to(positions[None], (3, 1, count)).copy() if self.position_layout == "mrope" else positions
+
+    def prompt_position_ids(self, input_ids: np.ndarray) -> tuple[np.ndarray, int]:
+        """(position ids of the prompt, delta): decode step at token index i then takes ``position_ids(i + delta, 1)``."""
+        n = input_ids.shape[1]
+        if self.position_layout != "mrope":
+            return self.position_ids(0, n), 0
+        rows, cols = self.image_grid
+        ids = input_ids[0]
+        out = np.zeros((3, 1, n), np.int64)
+        i, current = 0, 0
+        while i < n:
+            if ids[i] != self.image_token_id:
+                out[:, 0, i] = current
+                i, current = i + 1, current + 1
+                continue
+            span = rows * cols
+            if span == 0 or i + span > n or not (ids[i : i + span] == self.image_token_id).all():
+                raise ValueError(f"the prompt's image-token run at {i} does not hold image_grid {rows}x{cols} = {span} tokens; the processor and generation.json disagree")
+            r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+            out[0, 0, i : i + span] = current
+            out[1, 0, i : i + span] = current + r.reshape(-1)
+            out[2, 0, i : i + span] = current + c.reshape(-1)
+            i, current = i + span, current + max(rows, cols)
+        return out, int(out.max()) + 1 - n
 
     def past_names(self) -> list[str]:
         return [n for i in range(self.layers) for n in (f"past_key_{i}", f"past_value_{i}")]
@@ -61,7 +92,7 @@ class GenerationSpec:
     @classmethod
     def load(cls, directory: Path) -> GenerationSpec:
         data = json.loads((directory / SPEC_FILE).read_text())
-        return cls(**{**data, "eos_token_ids": tuple(data["eos_token_ids"])})
+        return cls(**{**data, "eos_token_ids": tuple(data["eos_token_ids"]), **({"image_grid": tuple(data["image_grid"])} if "image_grid" in data else {})})
 
 
 @dataclass
@@ -107,7 +138,8 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         features = run("vision_encoder", {"pixel_values": pixel_values.astype(np.float32)})["image_features"]
         embeds = splice_image_features(ids, embeds, features, spec.image_token_id)
     length = ids.shape[1]
-    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": spec.position_ids(0, length), **spec.empty_past()}
+    positions, delta = spec.prompt_position_ids(ids)
+    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": positions, **spec.empty_past()}
     stats.update(prompt_tokens=length, stopped_by="length", decode_s=0.0)
     decode_start = 0.0
     for step in range(max_new_tokens):
@@ -128,7 +160,7 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         feeds = {
             "inputs_embeds": run("embed_tokens", {"input_ids": np.array([[token]], np.int64)})["inputs_embeds"],
             "attention_mask": np.ones((1, total), np.int64),
-            "position_ids": spec.position_ids(total - 1, 1),
+            "position_ids": spec.position_ids(total - 1 + delta, 1),
             **{p: out[q] for p, q in zip(spec.past_names(), spec.present_names(), strict=True)},
         }
 
