@@ -1,0 +1,1 @@
+"""Searches over precision plans driven by validation's numbers (automatic precision fallback)."""
