@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edgecompile import progress
 from edgecompile.calibration.ranges import TensorRanges
 
 Feeds = dict[str, np.ndarray]
@@ -116,7 +117,7 @@ def calibrate_component(
     names = [o.name for o in session.get_outputs() if o.name in set(tensors)]
     stats: _MinMax | _Histogram = _MinMax() if method == "minmax" else _Histogram(method, symmetric, bins, percentile)
     count = 0
-    for feed in feeds:
+    for feed in progress.track(feeds, f"calibrate: {len(names)} tensors"):
         values = dict(zip(names, session.run(names, feed), strict=True))
         stats.update(values)
         if extra_stats is not None:

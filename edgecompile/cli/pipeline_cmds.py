@@ -67,9 +67,10 @@ def verdict_json(command: str, ctx: BuildContext, report: dict[str, Any], code: 
 @click.command("build")
 @context_options
 @click.option("--force", is_flag=True, help="Redo every stage even if its inputs did not change.")
+@click.option("--fallback", is_flag=True, help="After a failed gate, raise the precision of the worst layers step by step until every gate passes (also: fallback.enabled in the recipe).")
 @json_option
 @handle_errors
-def build_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool, as_json: bool) -> None:
+def build_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir: Path | None, force: bool, fallback: bool, as_json: bool) -> None:
     """Run every stage: export -> annotate -> transform -> calibrate -> build -> validate.
 
     Exits 0 when every gate passes, 1 when a gate fails, 6 when gates are pending on the device
@@ -78,12 +79,35 @@ def build_cmd(recipe: str | None, model: str | None, out: Path | None, build_dir
     with machine_output(as_json) as emit:
         ctx = make_context(recipe, model, out, build_dir)
         echo(f"edgecompile build: recipe {ctx.recipe.name} -> target {ctx.target.name} ({ctx.target.backend}); model {ctx.model_ref}; into {ctx.build_dir}")
-        force_set = frozenset(STAGE_ORDER) if force else frozenset()
-        _run(ctx, "validate", force_set)
-        report, code = _verdict(ctx)
+        if fallback or ctx.recipe.fallback.enabled:
+            if force:
+                raise click.UsageError("--force cannot be combined with the precision fallback (each step reuses what did not change)")
+            code, extra = _fallback(ctx)
+        else:
+            _run(ctx, "validate", frozenset(STAGE_ORDER) if force else frozenset())
+            extra = None
+        report, verdict_code = _verdict(ctx)
+        if extra is None:
+            code = verdict_code
         if as_json:
-            emit(verdict_json("build", ctx, report, code))
+            payload = verdict_json("build", ctx, report, code)
+            if extra is not None:
+                payload["fallback"] = extra
+            emit(payload)
     sys.exit(code)
+
+
+def _fallback(ctx: BuildContext) -> tuple[int, dict[str, Any]]:
+    """Run the precision fallback search (edgecompile.search.fallback); print one line per step."""
+    from edgecompile.search.fallback import fallback_search
+
+    def on_step(step: Any) -> None:
+        if not quiet():
+            echo("fallback step " + " | ".join(step.row()))
+
+    result = fallback_search(ctx, on_step=on_step)
+    echo(f"fallback: {result.status} | {result.reason} | final plan as rules: {ctx.build_dir / 'fallback' / 'rules.yaml'}")
+    return result.exit_code, result.to_json()
 
 
 def _stage_command(stage: str, help_text: str) -> click.Command:

@@ -18,6 +18,27 @@ import torch
 from edgecompile.models.adapter import ComponentSpec
 
 PARITY_MIN_COSINE = 0.999
+EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf's 2 GiB limit on one serialized graph, with headroom
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the weights held in ``model``'s protobuf (raw data of initializers, Constants included)."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    return sum(len(t.raw_data) for t in _get_all_tensors(model))
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Save a graph, its weights as one external-data file ``<name>.data`` beside it when they would pass 2 GiB.
+
+    A stale data file of an earlier save is removed first, so the folder holds only what the graph reads.
+    """
+    data = path.with_name(f"{path.name}.data")
+    data.unlink(missing_ok=True)
+    if weight_bytes(model) > EXTERNAL_DATA_ABOVE:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
 
 
 def _dynamic_shapes(spec: ComponentSpec) -> dict[str, Any]:
@@ -52,7 +73,9 @@ def export_component(spec: ComponentSpec, path: Path, opset: int) -> None:
             optimize=True,
             verbose=False,
         )
-    program.save(str(path), external_data=False)
+    # Graphs over 2 GiB keep their weights in an external-data file beside the graph (protobuf's limit).
+    large = sum(t.numel() * t.element_size() for t in (*spec.module.parameters(), *spec.module.buffers())) > EXTERNAL_DATA_ABOVE
+    program.save(str(path), external_data=large)
     onnx.checker.check_model(str(path))
 
 

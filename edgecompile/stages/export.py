@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgecompile import progress
 from edgecompile.builddir.hashing import hash_tree
 from edgecompile.errors import InputError, StageError
 from edgecompile.models.export import PARITY_MIN_COSINE, check_parity, export_component, non_finite_parameters
@@ -26,7 +27,7 @@ class ExportStage(Stage):
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise InputError(f"{ctx.model_dir}: the checkpoint's weights hold NaN or Inf in {len(bad)} tensor(s): {shown}; every number measured from it would be meaningless")
-        for spec in ctx.adapter.components(ctx.loaded()):
+        for spec in progress.track(ctx.adapter.components(ctx.loaded()), "export: components"):
             path = out / f"{spec.name}.onnx"
             export_component(spec, path, ctx.recipe.opset)
             parity = check_parity(spec, path)

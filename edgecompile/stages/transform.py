@@ -17,28 +17,26 @@ import onnx
 
 from edgecompile.builddir.atomic import write_json
 from edgecompile.data.sources import calibration_fingerprint, calibration_samples
+from edgecompile.models.export import save_onnx
 from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.results import TRANSFORM_FILE, TransformedGraphs, Upstream
 from edgecompile.transforms.registry import get_transform
 
-_EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf's 2 GiB limit, with headroom for the graph itself
 
 
 def transforms_for(recipe: Any) -> list[str]:
     """The transforms a recipe asks for, in order (``int4_algorithm: gptq`` is the GPTQ transform)."""
-    names = list(recipe.quantization.weight_transforms)
+    from edgecompile.plan.rules import PRESET_TRANSFORMS
+
+    names = [*PRESET_TRANSFORMS.get(recipe.precision_preset, ()), *(n for n in recipe.quantization.weight_transforms if n not in PRESET_TRANSFORMS.get(recipe.precision_preset, ()))]
     if recipe.quantization.int4_algorithm == "gptq" and "gptq" not in names:
         names.append("gptq")
     return names
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    large = sum(len(i.raw_data) for i in model.graph.initializer) > _EXTERNAL_DATA_THRESHOLD
-    if large:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=f"{path.name}.data", size_threshold=1024)
-    else:
-        onnx.save(model, str(path))
+    save_onnx(model, path)  # external data past 2 GiB
 
 
 class TransformStage(Stage):

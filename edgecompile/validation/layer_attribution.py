@@ -1,10 +1,9 @@
 """Per-layer error attribution: which node of the compiled graph adds the error, and which rule chose it.
 
-Both graphs are run with every tensor marked as an output (Polygraphy's ``ModifyOutputs`` with
-``MARK_ALL``). The Q/DQ graphs that onnxruntime's quantizer writes keep the float graph's tensor
-names (a quantized MatMul still produces ``val_22``; a ``QuantizeLinear``/``DequantizeLinear`` pair
-then makes ``val_22_DequantizeLinear_Output`` for its consumers; MatMulNBits keeps the MatMul's
-output name), so tensors are matched by name across the float and the compiled graph.
+The Q/DQ graphs that onnxruntime's quantizer writes keep the float graph's tensor names (a quantized
+MatMul still produces ``val_22``; a ``QuantizeLinear``/``DequantizeLinear`` pair then makes
+``val_22_DequantizeLinear_Output`` for its consumers; MatMulNBits keeps the MatMul's output name),
+so tensors are matched by name across the float and the compiled graph.
 
 Two numbers per planned node (every node the plan did not leave in float):
 
@@ -14,8 +13,18 @@ Two numbers per planned node (every node the plan did not leave in float):
   It is measured with the session options the artifact runs with (ORT_ENABLE_ALL: Q/DQ pairs fused
   into integer kernels); ``added_qdq`` is the same with graph optimizations off (the Q/DQ arithmetic
   as written). A large gap between the two points at the fused kernel, not at the quantization step.
-- ``accumulated``: the relative L2 error of the same tensor in the end-to-end compiled run (every
-  tensor is an output there, which blocks fusions: this is Q/DQ arithmetic).
+- ``accumulated``: the relative L2 error of the same tensor in the end-to-end compiled run (run with
+  the artifact's session options; the exposed tensor is kept as it is, which can keep a fusion at
+  that one tensor from happening).
+
+Memory is bounded by design, not by the graph's size. Marking every tensor of both graphs as an
+output and keeping every run (what Polygraphy's ``MARK_ALL`` does) held 17 GB for CLIP ViT-B/32.
+Here the planned nodes are cut into chunks whose exposed tensors fit ``chunk_bytes`` (sizes from
+shape inference at the feed's shapes) and at most ``chunk_tensors`` names per run; for each chunk
+the two graphs are run one sample at a time and only running sums (``||c - r||^2``, ``||r||^2``) are
+kept. The peak is one graph's activations plus one chunk, whatever the number of layers. Weights
+stay on disk (:class:`~edgecompile.validation.attribution_graph.WeightlessGraph`), so graphs over
+2 GiB work and sessions never copy them through protobuf.
 
 Nodes are ranked by ``added``; each carries the plan rule that governs it and the recipe rule that
 would keep it out of integer precision.
@@ -23,8 +32,9 @@ would keep it out of integer precision.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +42,12 @@ import numpy as np
 import onnx
 
 from edgecompile.plan.plan import PlanEntry
+from edgecompile.validation.attribution_graph import WeightlessGraph
 
 Feeds = dict[str, np.ndarray]
+
+CHUNK_TENSORS = 32  # names exposed per session run, at most
+CHUNK_BYTES = 256 * 2**20  # bytes of exposed tensors per sample and chunk, at most (estimated)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,17 @@ class LayerError:
         return asdict(self)
 
 
+@dataclass
+class AttributionStats:
+    """What attribution asked of onnxruntime: its memory is bounded by ``max_outputs_per_run`` tensors."""
+
+    chunks: int = 0
+    full_runs: int = 0
+    max_outputs_per_run: int = 0
+    max_chunk_bytes: int = 0
+    per_chunk_outputs: list[int] = field(default_factory=list)
+
+
 class _ErrorAccumulator:
     """Relative L2 error ||c - r|| / ||r|| summed over feeds (shapes may differ per feed)."""
 
@@ -75,30 +100,25 @@ class _ErrorAccumulator:
         return float(np.sqrt(self.num[name] / max(self.den[name], 1e-30)))
 
 
-def _all_tensor_runs(model: onnx.ModelProto, feeds: Iterable[Feeds]) -> list[dict[str, np.ndarray]]:
-    """Run ``model`` with every tensor marked as an output (Polygraphy loaders and ORT runner)."""
-    from polygraphy import constants
-    from polygraphy.backend.onnx import ModifyOutputs
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.logger import G_LOGGER
+@dataclass
+class _Target:
+    """One planned node to attribute: its tensor in both graphs and the reference inputs it is fed."""
 
-    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
-        marked = ModifyOutputs(model, outputs=constants.MARK_ALL, copy=True)()
-        wanted = {i.name for i in marked.graph.input}
-        with OnnxrtRunner(SessionFromOnnx(marked.SerializeToString())) as runner:
-            return [dict(runner.infer({k: v for k, v in f.items() if k in wanted})) for f in feeds]
+    base: dict[str, Any]
+    tensor: str  # the node's output in the float graph
+    effective: str  # what its consumers read in the compiled graph (after a Q -> DQ pair, if any)
+    inputs: list[str]  # the node's non-constant inputs (reference tensors)
+
+    def reference_names(self) -> set[str]:
+        return {self.tensor, *self.inputs}
 
 
 def _constants(model: onnx.ModelProto) -> set[str]:
     return {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
 
 
-def _effective_output(model: onnx.ModelProto, tensor: str) -> str:
+def _effective_output(consumers: dict[str, list[onnx.NodeProto]], tensor: str) -> str:
     """The tensor consumers of ``tensor`` see: the end of a QuantizeLinear -> DequantizeLinear chain, if any."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     q = [n for n in consumers.get(tensor, []) if n.op_type == "QuantizeLinear"]
     if q:
         dq = [n for n in consumers.get(q[0].output[0], []) if n.op_type == "DequantizeLinear"]
@@ -107,42 +127,22 @@ def _effective_output(model: onnx.ModelProto, tensor: str) -> str:
     return tensor
 
 
-def _with_value_infos(model: onnx.ModelProto, sample: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """Shape-inferred copy with a value_info for every float tensor (onnx.utils.Extractor needs them)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    known = {v.name for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
-    for n in inferred.graph.node:
-        for o in n.output:
-            if o and o not in known and (o in sample or o.endswith("_DequantizeLinear_Output")):
-                dtype = onnx.helper.np_dtype_to_tensor_dtype(sample[o].dtype) if o in sample else onnx.TensorProto.FLOAT
-                inferred.graph.value_info.append(onnx.helper.make_tensor_value_info(o, dtype, None))
-    return inferred
-
-
 def _suggestion(entry: PlanEntry, fp16_native: bool) -> str:
     target = "fp16" if fp16_native and entry.precision != "fp16" else "null"
     return f"{{match: {{component: {entry.component}, name: {entry.node}}}, precision: {target}}}  # recipe.rules: keep this node out of {entry.precision}"
 
 
-def attribute_layers(
-    component: str,
-    reference: onnx.ModelProto,
-    candidate: onnx.ModelProto,
-    feeds: list[Feeds],
-    entries: list[PlanEntry],
-    *,
-    fp16_native: bool = False,
-) -> list[LayerError]:
-    """Rank the planned (non-float) nodes of ``component`` by the relative error each adds."""
-    from onnxruntime import GraphOptimizationLevel, InferenceSession, SessionOptions
-
-    ref_runs = _all_tensor_runs(reference, feeds)
-    cand_runs = _all_tensor_runs(candidate, feeds)
+def _targets(component: str, reference: onnx.ModelProto, candidate: onnx.ModelProto, entries: list[PlanEntry], fp16_native: bool) -> tuple[list[_Target], list[LayerError]]:
+    """The planned nodes that can be attributed, and rows for those that cannot (with the reason)."""
     float_nodes = {n.name: n for n in reference.graph.node}
     constants = _constants(reference)
     cand_tensors = {o for n in candidate.graph.node for o in n.output} | {i.name for i in candidate.graph.input}
-    extractor = onnx.utils.Extractor(_with_value_infos(candidate, ref_runs[0] if ref_runs else {}))
-    results: list[LayerError] = []
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in candidate.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    targets: list[_Target] = []
+    missing: list[LayerError] = []
     for entry in entries:
         node = float_nodes.get(entry.node)
         if node is None or entry.precision in ("float", "fp32"):
@@ -150,31 +150,126 @@ def attribute_layers(
         tensor = node.output[0]
         base = dict(component=component, node=entry.node, op_type=entry.op_type, tensor=tensor, precision=entry.precision, rule=entry.rule, suggestion=_suggestion(entry, fp16_native))
         if tensor not in cand_tensors:
-            results.append(LayerError(**base, added=None, added_qdq=None, accumulated=None, note="output tensor not found by name in the compiled graph"))
+            missing.append(LayerError(**base, note="output tensor not found by name in the compiled graph"))
             continue
-        effective = _effective_output(candidate, tensor)
-        accumulated = _ErrorAccumulator()
-        for r, c in zip(ref_runs, cand_runs, strict=True):
-            if tensor in r and effective in c:
-                accumulated.add(tensor, r[tensor], c[effective])
-        inputs = [i for i in node.input if i and i not in constants]
-        added: list[float | None] = [None, None]
-        note = ""
-        try:
-            sub = extractor.extract_model(inputs, [effective]).SerializeToString()
-            for k, level in enumerate((GraphOptimizationLevel.ORT_ENABLE_ALL, GraphOptimizationLevel.ORT_DISABLE_ALL)):
-                options = SessionOptions()
-                options.log_severity_level = 3
-                options.graph_optimization_level = level
-                session = InferenceSession(sub, options, providers=["CPUExecutionProvider"])
-                isolated = _ErrorAccumulator()
-                for r in ref_runs:
-                    (out,) = session.run([effective], {i: r[i] for i in inputs})
-                    isolated.add(tensor, r[tensor], out)
-                added[k] = isolated.error(tensor)
-        except Exception as exc:  # noqa: BLE001 - a subgraph ORT cannot cut or run: keep the node, say why
-            note = f"isolated run failed: {type(exc).__name__}: {str(exc)[:200]}"
-        results.append(LayerError(**base, added=added[0], added_qdq=added[1], accumulated=accumulated.error(tensor), note=note))
+        targets.append(_Target(base, tensor, _effective_output(consumers, tensor), [i for i in node.input if i and i not in constants]))
+    return targets, missing
+
+
+def _chunks(targets: list[_Target], sizes: dict[str, int], max_tensors: int, max_bytes: int) -> list[list[_Target]]:
+    """Consecutive targets grouped so that each group's exposed tensors fit both limits (at least one target each).
+
+    ``max_tensors`` bounds the names each of the two runs exposes; ``max_bytes`` the sum over both.
+    """
+    fallback = max(sizes.values(), default=1)
+    groups: list[list[_Target]] = []
+    current: list[_Target] = []
+    ref: set[str] = set()
+    cand: set[str] = set()
+    for t in targets:
+        r, c = ref | t.reference_names(), cand | {t.effective}
+        cost = sum(sizes.get(n, fallback) for n in r) + sum(sizes.get(n, fallback) for n in c)
+        if current and (max(len(r), len(c)) > max_tensors or cost > max_bytes):
+            groups.append(current)
+            current, r, c = [], t.reference_names(), {t.effective}
+        current.append(t)
+        ref, cand = r, c
+    if current:
+        groups.append(current)
+    return groups
+
+
+class _Isolated:
+    """The cut-out subgraph of one node, as two sessions (artifact options, then no optimizations)."""
+
+    def __init__(self, graph: WeightlessGraph, extractor: onnx.utils.Extractor, target: _Target, sample: dict[str, np.ndarray]) -> None:
+        from onnxruntime import GraphOptimizationLevel
+
+        for name in (*target.inputs, target.effective):
+            if name not in extractor.value_infos:  # Extractor needs a type for every input and output it cuts at
+                dtype = onnx.helper.np_dtype_to_tensor_dtype(sample[name].dtype) if name in sample else onnx.TensorProto.FLOAT
+                extractor.value_infos[name] = onnx.helper.make_tensor_value_info(name, dtype, None)
+        sub = extractor.extract_model(target.inputs, [target.effective])
+        self.sessions = [graph.sub_session(sub, level) for level in (GraphOptimizationLevel.ORT_ENABLE_ALL, GraphOptimizationLevel.ORT_DISABLE_ALL)]
+
+
+def _attribute_chunk(
+    ref: WeightlessGraph, cand: WeightlessGraph, extractor: onnx.utils.Extractor, group: list[_Target], feeds: Sequence[Feeds], stats: AttributionStats
+) -> list[LayerError]:
+    from onnxruntime import GraphOptimizationLevel
+
+    ref_names = sorted(set().union(*(t.reference_names() for t in group)))
+    cand_names = sorted({t.effective for t in group})
+    ref_session = ref.session(ref_names, GraphOptimizationLevel.ORT_DISABLE_ALL)  # float reference: names kept, exact
+    cand_session = cand.session(cand_names, GraphOptimizationLevel.ORT_ENABLE_ALL)  # as the artifact runs
+    stats.chunks += 1
+    stats.max_outputs_per_run = max(stats.max_outputs_per_run, len(ref_names), len(cand_names))
+    stats.per_chunk_outputs.append(len(ref_names) + len(cand_names))
+    ref_inputs = {i.name for i in ref_session.get_inputs()}
+    cand_inputs = {i.name for i in cand_session.get_inputs()}
+    accumulated, isolated = _ErrorAccumulator(), [_ErrorAccumulator(), _ErrorAccumulator()]
+    subs: dict[str, _Isolated | str] = {}
+    for feed in feeds:  # one sample at a time: only the running sums outlive the loop
+        r = dict(zip(ref_names, ref_session.run(ref_names, {k: v for k, v in feed.items() if k in ref_inputs}), strict=True))
+        c = dict(zip(cand_names, cand_session.run(cand_names, {k: v for k, v in feed.items() if k in cand_inputs}), strict=True))
+        stats.full_runs += 2
+        stats.max_chunk_bytes = max(stats.max_chunk_bytes, sum(a.nbytes for a in (*r.values(), *c.values())))
+        for t in group:
+            accumulated.add(t.tensor, r[t.tensor], c[t.effective])
+            if t.tensor not in subs:
+                try:
+                    subs[t.tensor] = _Isolated(cand, extractor, t, r)
+                except Exception as exc:  # noqa: BLE001 - a subgraph ORT cannot cut or run: keep the node, say why
+                    subs[t.tensor] = f"isolated run failed: {type(exc).__name__}: {str(exc)[:200]}"
+            sub = subs[t.tensor]
+            if isinstance(sub, str):
+                continue
+            try:
+                for k, session in enumerate(sub.sessions):
+                    (out,) = session.run([t.effective], {i: r[i] for i in t.inputs})
+                    isolated[k].add(t.tensor, r[t.tensor], out)
+            except Exception as exc:  # noqa: BLE001
+                subs[t.tensor] = f"isolated run failed: {type(exc).__name__}: {str(exc)[:200]}"
+        del r, c
+    rows = []
+    for t in group:
+        sub = subs.get(t.tensor)
+        note = sub if isinstance(sub, str) else ""
+        added = [None, None] if note else [isolated[0].error(t.tensor), isolated[1].error(t.tensor)]
+        rows.append(LayerError(**t.base, added=added[0], added_qdq=added[1], accumulated=accumulated.error(t.tensor), note=note))
+    return rows
+
+
+def attribute_layers(
+    component: str,
+    reference: onnx.ModelProto | Path,
+    candidate: onnx.ModelProto | Path,
+    feeds: Sequence[Feeds],
+    entries: list[PlanEntry],
+    *,
+    fp16_native: bool = False,
+    chunk_tensors: int = CHUNK_TENSORS,
+    chunk_bytes: int = CHUNK_BYTES,
+    stats: AttributionStats | None = None,
+) -> list[LayerError]:
+    """Rank the planned (non-float) nodes of ``component`` by the relative error each adds.
+
+    ``reference``/``candidate``: model files (weights never loaded here) or in-memory models.
+    ``stats`` (optional) is filled with what was asked of onnxruntime (chunks, outputs per run).
+    """
+    stats = stats if stats is not None else AttributionStats()
+    with tempfile.TemporaryDirectory(prefix="edgecompile-attribution-") as scratch:
+        ref = WeightlessGraph.open(reference, Path(scratch), "reference")
+        cand = WeightlessGraph.open(candidate, Path(scratch), "candidate")
+        targets, results = _targets(component, ref.model, cand.model, entries, fp16_native)
+        if targets and feeds:
+            largest = max(feeds, key=lambda f: sum(v.nbytes for v in f.values()))
+            sizes = {**cand.tensor_bytes(largest), **ref.tensor_bytes(largest)}
+            extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(cand.model))  # weightless: cheap, any size
+            for group in _chunks(targets, sizes, max(chunk_tensors, 2), chunk_bytes):
+                results += _attribute_chunk(ref, cand, extractor, group, feeds, stats)
+        else:
+            results += [LayerError(**t.base, note="no reference feeds to attribute with") for t in targets]
     results.sort(key=lambda e: -(e.added if e.added is not None else -1.0))
     return results
 
@@ -188,11 +283,9 @@ def attribute_build(
         file = artifact_files.get(component)
         if file is None or not file.endswith(".onnx") or component not in feeds:
             continue
-        reference = onnx.load(str(path))
-        candidate = onnx.load(str(artifact_dir / file))
-        if any(n.op_type == "EPContext" for n in candidate.graph.node):
+        if any(n.op_type == "EPContext" for n in onnx.load(str(artifact_dir / file), load_external_data=False).graph.node):
             continue  # a pre-compiled NPU binary (QNN EPContext): no intermediate tensors to expose
         entries = [e for e in plan_entries if e.component == component]
-        rows += attribute_layers(component, reference, candidate, feeds[component], entries, fp16_native=fp16_native)
+        rows += attribute_layers(component, path, artifact_dir / file, feeds[component], entries, fp16_native=fp16_native)
     rows.sort(key=lambda e: -(e.added if e.added is not None else -1.0))
     return rows

@@ -46,7 +46,8 @@ def test_plan_mixed_precision(build) -> None:  # noqa: ANN001
     assert by[("decoder", "lm_head", "int8")] == 1
     assert by[("decoder", "attn_qkv", "int4")] > 0 and by[("decoder", "mlp", "int4")] > 0
     assert by[("vision_encoder", "attn_qkv", "int8")] > 0 and by[("vision_encoder", "mlp", "int8")] > 0
-    assert not any(e["precision"] == "int4" for e in plan if e["component"] != "decoder")
+    assert not any(e["precision"] == "int4" for e in plan if e["component"] != "decoder" and e["role"] != "embeddings")
+    assert [e["precision"] for e in plan if e["component"] == "embed_tokens" and e["role"] == "embeddings"] == ["int4"]  # the token-embedding table (GatherBlockQuantized)
     assert all(e["precision"] == "float" for e in plan if e["role"] in ("softmax", "layernorm", "residual_add"))
     assert all(e["block_size"] == 16 for e in plan if e["precision"] == "int4")
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgecompile.backends.base import Artifact, BuildInputs
+from edgecompile.backends.base import PROTOBUF_LIMIT, Artifact, BuildInputs, refuse_in_memory_over_limit
 from edgecompile.errors import BackendUnavailable, InputError
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 
@@ -52,6 +52,7 @@ def build_ort_coreml_ep(inputs: BuildInputs) -> Artifact:
     files: dict[str, str] = {}
     metrics: dict[str, Any] = {}
     for component, source in inputs.exported.items():
+        refuse_in_memory_over_limit(source, component, "coreml (ort-coreml-ep)", limit=2 * PROTOBUF_LIMIT, why="its FP16 graph is written as one protobuf")
         model = fp16_graph(onnx.load(str(source)))
         name = f"{component}.fp16.onnx"
         onnx.save(model, str(inputs.out_dir / name))

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
 from edgecompile.backends.ort_cpu.decoder_prep import prepare_decoder
+from edgecompile.backends.ort_cpu.gather_quant import quantize_gathers
 from edgecompile.backends.common.fp16_storage import store_weights_fp16
 from edgecompile.backends.common.graph_tidy import finish
 from edgecompile.backends.common.onnx_quant import QdqSettings, insert_matmul_nbits, insert_qdq
@@ -27,6 +28,7 @@ from edgecompile.transforms.prequantized import Prequantized
 class OrtCpuBackend(Backend):
     name = "ort-cpu"
     description = "ONNX Runtime CPU execution provider (x86-64 and ARM64): Q/DQ INT8 + MatMulNBits INT4"
+    quantized_gather = frozenset({"int4"})  # GatherBlockQuantized
 
     def availability(self) -> Availability:
         providers = ort.get_available_providers()
@@ -42,6 +44,8 @@ class OrtCpuBackend(Backend):
         return QdqSettings(activation_type=q.activation_type, weight_type=q.weight_type, activation_symmetric=q.activation_symmetric, extra=extra)
 
     def build(self, inputs: BuildInputs) -> Artifact:
+        from edgecompile.models.export import save_onnx
+
         files: dict[str, str] = {}
         notes: list[str] = []
         for component, source in inputs.exported.items():
@@ -49,14 +53,16 @@ class OrtCpuBackend(Backend):
             entries = inputs.plan.for_component(component)
             model = insert_qdq(model, component, entries, inputs.ranges[component], self.settings(inputs)) if component in inputs.ranges else model
             pre = Prequantized.load(inputs.prequantized[component]) if component in inputs.prequantized else None
-            model = insert_matmul_nbits(model, entries, pre)
+            model = insert_matmul_nbits(model, entries, pre, inputs.ranges.get(component), inputs.recipe.quantization.activation_type)
+            model, gathers = quantize_gathers(model, entries)
+            notes += [f"{component}: {len(gathers)} embedding table(s) in INT4 blocks (GatherBlockQuantized)"] if gathers else []
             model, fusion_note = prepare_decoder(model, component)
             notes += [fusion_note] if fusion_note else []
             model, fp16_weights = store_weights_fp16(model, entries)
             if fp16_weights:
                 notes.append(f"{component}: {len(fp16_weights)} FP16-planned weight(s) stored in FP16, computed in float32 (no FP16 arithmetic on this target)")
             name = f"{component}.onnx"
-            onnx.save(finish(model), str(inputs.out_dir / name))
+            save_onnx(finish(model), inputs.out_dir / name)  # external data past 2 GiB
             files[component] = name
         return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})", notes=notes)
 

@@ -28,9 +28,24 @@ def _proj_of(g: FusionGraph, t: str) -> tuple[str, int] | None:
         return None
     rs = g.prod(tr.input[0], "Reshape")
     shape = g.const(rs.input[1]) if rs is not None else None
-    if rs is None or shape is None or shape.size != 4 or g.prod(rs.input[0], _PROJ) is None:
+    if rs is None or shape is None or shape.size != 4 or _projection(g, rs.input[0]) is None:
         return None
     return rs.input[0], int(shape[2])
+
+
+def _projection(g: FusionGraph, t: str) -> tuple[onnx.NodeProto, str | None] | None:
+    """t = proj(x) or Add(proj(x), bias) with a constant 1-D bias (Qwen2's q/k/v) -> (projection node, bias name)."""
+    proj = g.prod(t, _PROJ)
+    if proj is not None:
+        return proj, None
+    add = g.prod(t, "Add")
+    if add is None:
+        return None
+    for i, j in ((0, 1), (1, 0)):
+        proj, bias = g.prod(add.input[i], _PROJ), g.const(add.input[j])
+        if proj is not None and bias is not None and bias.ndim == 1:
+            return proj, add.input[j]
+    return None
 
 
 def _rope(g: FusionGraph, t: str) -> tuple[str, str, str] | None:
@@ -207,13 +222,22 @@ def _feeds_attention(g: FusionGraph, t: str, out: str, depth: int = 12) -> bool:
 
 
 def pack_qkv(g: FusionGraph, report: FusionReport) -> None:
-    """GroupQueryAttention with Q, K, V from three MatMulNBits of one input and equal settings -> one packed MatMulNBits."""
+    """GroupQueryAttention with Q, K, V from three MatMulNBits of one input and equal settings -> one packed MatMulNBits.
+
+    Q/K/V with biases (Qwen2) are packed too: the three bias Adds become one Add of the concatenated
+    biases after the packed MatMulNBits.
+    """
     for gqa in [n for n in g.graph.node if n.op_type == "GroupQueryAttention"]:
-        projs = [g.prod(i, "MatMulNBits") for i in gqa.input[:3]]
-        if None in projs or len({p.input[0] for p in projs}) != 1 or any(any(p.input[4:]) for p in projs):
+        found = [_projection(g, i) for i in gqa.input[:3]]
+        if None in found or any(p.op_type != "MatMulNBits" for p, _ in found) or len({b is None for _, b in found}) != 1:
+            continue
+        projs, biases = [p for p, _ in found], [b for _, b in found]
+        if len({p.input[0] for p in projs}) != 1 or any(any(p.input[4:]) for p in projs):
             continue
         attrs = [{a.name: helper.get_attribute_value(a) for a in p.attribute if a.name != "N"} for p in projs]
         if any(a != attrs[0] for a in attrs) or any(len(g.consumers[p.output[0]]) != 1 for p in projs):
+            continue
+        if biases[0] is not None and any(len(g.consumers[i]) != 1 for i in gqa.input[:3]):
             continue
         arrays = [[g.const(p.input[j]) if j < len(p.input) and p.input[j] else None for j in (1, 2, 3)] for p in projs]
         if any(a[0] is None or a[1] is None for a in arrays) or len({a[2] is None for a in arrays}) != 1:
@@ -229,7 +253,15 @@ def pack_qkv(g: FusionGraph, report: FusionReport) -> None:
         for p in projs:
             g.graph.node.remove(p)
         g.graph.node.append(packed)
-        gqa.input[0], gqa.input[1], gqa.input[2] = packed.output[0], "", ""
+        packed_out = packed.output[0]
+        if biases[0] is not None:
+            for add in {id(a): a for a in (g.producer[i] for i in gqa.input[:3])}.values():
+                g.graph.node.remove(add)
+            bias = np.concatenate([g.const(b).astype(np.float32).reshape(-1) for b in biases])
+            g.graph.initializer.append(numpy_helper.from_array(bias, f"{q.name}_qkv_bias"))
+            g.graph.node.append(helper.make_node("Add", [packed_out, f"{q.name}_qkv_bias"], [f"{packed_out}_bias"], name=f"{q.name}_qkv_bias_add"))
+            packed_out = f"{packed_out}_bias"
+        gqa.input[0], gqa.input[1], gqa.input[2] = packed_out, "", ""
         g.refresh()
         report.packed_qkv += 1
 

@@ -45,7 +45,10 @@ def fusion_parity(before: onnx.ModelProto, after: onnx.ModelProto, prompt: int =
     rng, done, worst = np.random.default_rng(seed), 0, 1.0
     for length in (prompt, *[1] * decode_steps):
         total = done + length
-        feeds = {"inputs_embeds": (rng.standard_normal((1, length, hidden)) * 0.02).astype(np.float32), "attention_mask": np.ones((1, total), np.int64), "position_ids": np.arange(done, total, dtype=np.int64)[None]}
+        positions = np.arange(done, total, dtype=np.int64)[None]
+        if len(_dims(before, "position_ids")) == 3:  # M-RoPE (3, batch, seq): distinct sections, so a fusion that drops them shows
+            positions = np.stack([positions, positions + 7, 2 * positions])
+        feeds = {"inputs_embeds": (rng.standard_normal((1, length, hidden)) * 0.02).astype(np.float32), "attention_mask": np.ones((1, total), np.int64), "position_ids": positions}
         got = [s.run(outputs, {**feeds, **p}) for s, p in zip(sessions, pasts, strict=True)]
         worst = min(worst, *(_cosine(a, b) for a, b in zip(got[0], got[1], strict=True)))
         presents = {o: i for i, o in enumerate(outputs)}

@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 from pydantic import Field, ValidationError
 
-from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
+from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs, refuse_in_memory_over_limit
+from edgecompile.backends.common.graph_tidy import topological_sort
 from edgecompile.backends.qnn.quant import HtpQuantSettings, calibrate_prepared, qdq_types, quantize_for_htp, range_gap
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.config.target import Strict, Target
@@ -130,6 +131,7 @@ class QnnBackend(Backend):
         summary: dict[str, Any] = {"soc_model": options.soc_model, "htp_arch": options.htp_arch, "activation_type": settings.activation_type, "weight_type": settings.weight_type, "components": {}}
         for component, source in inputs.exported.items():
             started = time.perf_counter()
+            refuse_in_memory_over_limit(source, component, self.name, why="its HTP quantizer and EPContext compiler take one in-memory graph")
             model = onnx.load(str(source))
             shapes = static_shapes(model, options.sequence_length, component)
             prepared, notes = prepare(model, shapes, options.attention_mask_value)
@@ -137,6 +139,7 @@ class QnnBackend(Backend):
             ranges = calibrate_prepared(prepared, feeds, settings)
             qdq = quantize_for_htp(prepared, ranges, settings)
             qdq_name, ctx_name = f"{component}.qdq.onnx", f"{component}.htp_ctx.onnx"
+            qdq = topological_sort(qdq)  # the quantizer appends Q/DQ nodes out of order; the checker and other runtimes want graph order
             onnx.save(qdq, str(inputs.out_dir / qdq_name))
             where = _placement(qdq, ep_options, placement)
             if not options.allows(where.fallback_op_types):
