@@ -13,6 +13,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# The hash cache (builddir/hashing.py) must not write into the user's ~/.cache from the suite.
+if "EDGECOMPILE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["EDGECOMPILE_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgecompile-test-cache-")
 
 from recipe_files import write_recipe  # noqa: E402
 from tiny_models import save_tiny_clip  # noqa: E402
