@@ -14,6 +14,7 @@ setup(
     package_dir={"": ".", **{f"edgecompile._shipped.{f}": f for f in SHIPPED}},
     package_data={
         "edgecompile.zoo": ["models/*/*", "models/README.md"],
+        "edgecompile.reports": ["templates/*"],  # the HTML report's jinja2 templates and stylesheet
         **{f"edgecompile._shipped.{f}": ["*.yaml", "*/*.yaml", "README.md"] for f in SHIPPED},
     },
 )

@@ -9,6 +9,8 @@ import onnx
 
 from edgecompile.backends.base import BuildInputs, artifact_bytes
 from edgecompile.backends.registry import get_backend
+from edgecompile.bundle import BUNDLE_DIR
+from edgecompile.bundle.writer import write_bundle
 from edgecompile.data.sources import calibration_samples
 from edgecompile.errors import BackendUnavailable
 from edgecompile.stages.base import Stage
@@ -47,5 +49,21 @@ class BuildStage(Stage):
             )
         )
         artifact.save(out)
+        bundle = _bundle(ctx, out, artifact, upstream)
         sizes = {c: artifact_bytes(out / f) for c, f in artifact.components.items() if (out / f).exists()}
-        return {"backend": backend.name, "components": artifact.components, "bytes": sizes, "plan_changes": list(plan.changes), "runs_here": artifact.runs_here, "notes": artifact.notes}
+        return {"backend": backend.name, "components": artifact.components, "bytes": sizes, "plan_changes": list(plan.changes), "runs_here": artifact.runs_here, "notes": artifact.notes, "bundle": {"dir": f"build/{BUNDLE_DIR}", "files": len(bundle["files"]), "notes": bundle["notes"]}}
+
+
+def _bundle(ctx: BuildContext, out: Path, artifact: Any, upstream: Upstream) -> dict[str, Any]:
+    """The deployable bundle beside the artifact (edgecompile.bundle): tokenizer, processor, I/O, genai config."""
+    generation, text_config = None, None
+    if ctx.adapter.family == "generative":
+        from dataclasses import asdict
+
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(ctx.model_dir)
+        generation = asdict(ctx.adapter.generation_spec(config))
+        text_config = config.get_text_config(decoder=True)
+    target = {"name": ctx.target.name, "arch": ctx.target.arch, "backend": ctx.target.backend}
+    return write_bundle(out, artifact.backend, artifact.components, upstream.export.files, ctx.model_dir, generation=generation, text_config=text_config, target=target)

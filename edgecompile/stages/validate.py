@@ -1,13 +1,15 @@
 """validate: the artifact against the float reference, on the eval set, then the gates.
 
 Writes validate/report.json (and a copy at the build directory's top) with the verdict, every
-gate, every metric, the stages' summaries, the artifacts and where it all ran.
+gate, every metric, the stages' summaries, the artifacts and where it all ran; and
+validate/device_pack/ (edgecompile.device.pack): the reference run's preprocessed inputs and outputs,
+recorded while it runs, so that the device completes the pending gates without torch.
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import replace
+from dataclasses import asdict, replace
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from edgecompile.backends.base import artifact_bytes
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
 from edgecompile.data.sources import eval_data, eval_fingerprint
+from edgecompile.device import PACK_DIR
+from edgecompile.device.pack import PackWriter
 from edgecompile.errors import InputError
 from edgecompile.models.resolve import is_bundled
 from edgecompile.reports.build_report import write_build_reports
@@ -54,6 +58,61 @@ def _latency(ctx: BuildContext, backend: str, directory: Path, files: dict[str, 
     return {c: probe(backend, directory, c, f, ctx.adapter.latency_feeds(ctx.loaded(), c), e.latency_runs, e.warmup_runs) for c, f in files.items()}
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pack_task(data: Any, ref_outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What the device needs to score accuracy itself: zero-shot labels as class indices (class-major prompts)."""
+    class_names = getattr(data, "class_names", None)
+    labels = [getattr(s, "label", None) for s in data.samples]
+    image, text = "vision_encoder/image_embeds", "text_encoder/text_embeds"
+    if not class_names or any(label is None for label in labels) or image not in ref_outputs or text not in ref_outputs:
+        return {}
+    index = {name: i for i, name in enumerate(class_names)}
+    per_class, rest = divmod(len(ref_outputs[text]), len(index))
+    if rest or per_class == 0 or len(labels) != len(ref_outputs[image]):
+        return {}
+    return {"kind": "zero_shot", "labels": [index[label] for label in labels], "per_class": per_class, "image_output": image, "text_output": text}
+
+
+def _backend_extra(artifact: Any) -> dict[str, Any]:
+    """What a device runner needs from the build's record (QNN: the SoC, and which components may fall back to CPU)."""
+    extra = artifact.extra or {}
+    if artifact.backend != "qnn":
+        return {}
+    allowed = [c for c, s in extra.get("components", {}).items() if s.get("placement", {}).get("fallback")]
+    return {"soc_model": extra.get("soc_model", 57), "htp_arch": extra.get("htp_arch", 75), "fallback_allowed": allowed}
+
+
+def _write_pack(ctx: BuildContext, pack: PackWriter, artifact: Any, artifact_dir: Path, data: Any, ref_metrics: dict[str, Any], ref_outputs: dict[str, np.ndarray]) -> None:
+    """Finish the device pack (samples were streamed in while the reference ran)."""
+    e = ctx.recipe.eval
+    for component in artifact.components:
+        pack.save_latency_feeds(component, ctx.adapter.latency_feeds(ctx.loaded(), component))
+    description: dict[str, Any] = {
+        "recipe": ctx.recipe.name,
+        "family": ctx.adapter.family,
+        "backend": artifact.backend,
+        "target": {"name": ctx.target.name, "arch": ctx.target.arch, "backend": ctx.target.backend},
+        "artifacts": {c: str((artifact_dir / f).relative_to(ctx.build_dir)) for c, f in artifact.components.items()},
+        "backend_extra": _backend_extra(artifact),
+        "gates": [{"name": n, "metric": m, "min": lo, "max": hi} for n, m, lo, hi in _gate_specs(ctx)],
+        "accept_measured_here": list(ctx.recipe.accept_measured_here),
+        "reference_metrics": {k: v for k, v in ref_metrics.items() if isinstance(v, (int, float))},
+        "latency": {"runs": e.latency_runs, "warmup": e.warmup_runs},
+        "eval_samples": len(data.samples) if hasattr(data.samples, "__len__") else None,
+    }
+    if pack.mode == "generate":
+        pack.save_reference({k: v for k, v in ref_outputs.items()})
+        description["generation"] = {"spec": asdict(ctx.adapter.generation_spec(ctx.loaded().config)), "max_new_tokens": int(ref_outputs["generated/tokens"].shape[1])}
+    else:
+        description["task"] = _pack_task(data, ref_outputs)
+    pack.finish(description)
+
+
 def _size_mb(directory: Path, files: dict[str, str]) -> float:
     return sum(artifact_bytes(directory / f) for f in files.values()) / 2**20
 
@@ -70,7 +129,8 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     notes: list[str] = list(artifact.notes)
 
     recorder = deep.recorder_for(ctx.recipe.comparison)
-    reference_run = recorder.wrap(cpu_runner(upstream.export.folder, ref_files))
+    pack = PackWriter(out / Path(PACK_DIR).name, "generate" if ctx.adapter.family == "generative" else "calls")
+    reference_run = pack.wrap(recorder.wrap(cpu_runner(upstream.export.folder, ref_files)))
     ref_metrics, ref_outputs = ctx.adapter.evaluate(loaded, reference_run, data)
     broken = non_finite_outputs(ref_outputs)
     if broken:
@@ -82,6 +142,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
     for key, value in ref_metrics.items():
         metrics[f"{key}.reference"] = value
+    _write_pack(ctx, pack, artifact, artifact_dir, data, ref_metrics, ref_outputs)
 
     ref_latency = _latency(ctx, "ort-cpu", upstream.export.folder, ref_files)
     for c, lat in ref_latency.items():
@@ -94,6 +155,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     for c, f in artifact.components.items():
         metrics[f"size.{c}_mb"] = artifact_bytes(artifact_dir / f) / 2**20
 
+    repeat: dict[str, str] = {}
     if artifact.runs_here:
         candidate_run = backend.runner(artifact_dir, artifact)
         cand_metrics, cand_outputs = ctx.adapter.evaluate(loaded, candidate_run, data)
@@ -114,6 +176,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
                 ctx.recipe.comparison, out, ctx.path("validate"), candidate_run, artifact_dir, artifact, exported, upstream.build.effective_plan_path, fp16_native=ctx.target.executes("fp16")
             )
         )
+        repeat = _read_json(out / deep.COMPARISON_FILE).get("commands", {})
         latency = _latency(ctx, artifact.backend, artifact_dir, artifact.components)
         for c, lat in latency.items():
             metrics[f"latency.{c}.p50_ms"] = lat["p50_ms"]
@@ -143,23 +206,17 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
         "stages": {name: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "summary": r.summary} for name, r in manifest.stages.items()},
         "artifacts": {c: str((artifact_dir / f).relative_to(ctx.build_dir)) for c, f in artifact.components.items()},
         "where": {"backend": artifact.backend, "executed": artifact.runs_here, "description": artifact.where, "context": context.kind, "context_label": context.label, "machine": platform.machine(), "host": platform.node(), "system": platform.platform()},
+        "repeat_commands": {"cwd": "the build directory", "commands": repeat},
+        "device_pack": PACK_DIR,  # complete the pending gates on the device: python -m edgecompile.device validate --build DIR
         "notes": notes,
     }
 
 
 def _gates(ctx: BuildContext, metrics: dict[str, Any], context: ExecutionContext) -> list[GateResult]:
     """The recipe's gates for this family, plus the target's budgets; pending where this machine cannot measure."""
-    wanted = [(g.name or g.metric, g.metric, g.min, g.max) for g in ctx.recipe.gates if g.family in (None, ctx.adapter.family)]
-    if ctx.recipe.budget_gates:
-        if ctx.adapter.family == "generative":  # judged as users feel it: first token, then the decode rate
-            wanted.append(("time to first token budget", "generation.ttft_ms", None, ctx.target.ttft_budget_ms))
-            wanted.append(("decode rate budget", "generation.decode_tokens_per_s", ctx.target.min_decode_tokens_per_s, None))
-        else:
-            wanted.append(("latency budget", "latency.p90_ms", None, ctx.target.latency_budget_ms))
-        wanted.append(("memory budget", "memory.peak_mb", None, float(ctx.target.memory_budget_mb)))
     accepted = set(ctx.recipe.accept_measured_here)
     results = []
-    for name, metric, minimum, maximum in wanted:
+    for name, metric, minimum, maximum in _gate_specs(ctx):
         truthful, why = context.measures(metric)
         if truthful:
             results.append(evaluate_gate(name, metric, metrics, minimum, maximum))
@@ -169,6 +226,19 @@ def _gates(ctx: BuildContext, metrics: dict[str, Any], context: ExecutionContext
         else:
             results.append(pending_gate(name, metric, metrics, minimum, maximum, why))
     return results
+
+
+def _gate_specs(ctx: BuildContext) -> list[tuple[str, str, float | None, float | None]]:
+    """(name, metric, min, max) of every gate: the recipe's for this family, then the target's budgets."""
+    wanted = [(g.name or g.metric, g.metric, g.min, g.max) for g in ctx.recipe.gates if g.family in (None, ctx.adapter.family)]
+    if ctx.recipe.budget_gates:
+        if ctx.adapter.family == "generative":  # judged as users feel it: first token, then the decode rate
+            wanted.append(("time to first token budget", "generation.ttft_ms", None, ctx.target.ttft_budget_ms))
+            wanted.append(("decode rate budget", "generation.decode_tokens_per_s", ctx.target.min_decode_tokens_per_s, None))
+        else:
+            wanted.append(("latency budget", "latency.p90_ms", None, ctx.target.latency_budget_ms))
+        wanted.append(("memory budget", "memory.peak_mb", None, float(ctx.target.memory_budget_mb)))
+    return wanted
 
 
 def _meaningful(ctx: BuildContext, metrics: dict[str, Any], gates: list[GateResult]) -> list[GateResult]:

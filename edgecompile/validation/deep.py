@@ -9,6 +9,7 @@ run`` command lines that repeat it) and ``layers.json`` (ranked per-layer error)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,13 @@ def compare_candidate(
         if rows and rows[0].added is not None:
             metrics["layers.max_added_error"] = rows[0].added
         result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
-    # Polygraphy can repeat the comparison only for ONNX artifacts (its runners: ONNX Runtime, TensorRT).
-    result["commands"] = {comp: line.replace(str(out), str(final)) for comp, line in result["commands"].items() if artifact.components.get(comp, "").endswith(".onnx")}
+    # Repeat lines run from the build directory (final.parent) with the backend's runner; ONNX artifacts only.
+    from edgecompile.bundle.polygraphy_cmd import repeat_commands
+
+    result["commands"] = repeat_commands(artifact.backend, {comp: os.path.relpath(artifact_dir / f, final.parent) for comp, f in artifact.components.items()}, result)
     write_json(out / COMPARISON_FILE, result)
     for comp, line in result["commands"].items():
-        print(f"  repeat the {comp} comparison: {line}")
+        print(f"  repeat the {comp} comparison (in {final.parent}): {line}")
     return metrics
 
 

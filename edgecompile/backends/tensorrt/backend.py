@@ -138,6 +138,30 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("EDGECOMPILE_TRT_CACHE", Path.home() / ".cache" / "edgecompile" / "tensorrt"))
 
 
+def refuse_unhonoured_int4(inputs: BuildInputs) -> None:
+    """INT4 settings this backend would silently ignore are refused (exit 3), naming the field.
+
+    TensorRT's INT4 weight-only path here is symmetric block DequantizeLinear rounded to nearest
+    (explicit_quant.insert_int4_block_dq): GPTQ's rounding (int4_algorithm: gptq, or GPTQ codes from
+    the transform stage) and asymmetric INT4 rules would be built as something else and PASS.
+    """
+    int4 = [e for c in inputs.exported for e in inputs.plan.for_component(c) if e.precision == "int4"]
+    if not int4:
+        return
+    where = getattr(inputs.recipe, "name", "recipe")
+    if inputs.recipe.quantization.int4_algorithm != "rtn" or inputs.prequantized:
+        raise InputError(
+            f"recipes/{where}.yaml: quantization.int4_algorithm: '{inputs.recipe.quantization.int4_algorithm}' is not honoured by the TensorRT backend "
+            "(its INT4 weight-only graph is symmetric round-to-nearest block DequantizeLinear); use 'rtn', or a backend that packs GPTQ codes (ort-cpu)"
+        )
+    asymmetric = sorted({e.rule for e in int4 if not e.symmetric})
+    if asymmetric:
+        raise InputError(
+            f"recipes/{where}.yaml: precision rule(s) {', '.join(repr(r) for r in asymmetric)}: symmetric: false is not honoured for INT4 by the TensorRT backend "
+            "(TensorRT takes symmetric INT4 weights, zero point 0); set symmetric: true"
+        )
+
+
 class TensorRtOptions(Strict):
     """``backend_options`` for the tensorrt backend: the optimisation profile per dynamic dim, [min, opt, max]."""
 
@@ -159,6 +183,7 @@ class TensorRtBackend(Backend):
         return Availability(True, True, f"{reason}; the explicit-quantization ONNX is built here and runs on ONNX Runtime CPU as a stand-in")
 
     def build(self, inputs: BuildInputs) -> Artifact:
+        refuse_unhonoured_int4(inputs)
         version, gpu, reason = tensorrt_status()
         options = {**inputs.target.backend_options, **inputs.recipe.backend_options}
         workspace = int(inputs.target.memory_budget_mb * WORKSPACE_SHARE) << 20
