@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 from edgecompile.builddir import lock
@@ -125,7 +126,7 @@ class BuildContext:
             if created:
                 build_dir.rmdir()
             raise
-        binding = {"build": {"recipe": str(recipe_path.resolve()), "model": ref, "model_dir": str(model_dir)}, "resolved": resolved.model_dump(mode="json")}
+        binding = {"build": {"recipe": _relative(recipe_path.resolve(), build_dir), "model": ref, "model_dir": _relative(Path(model_dir).resolve(), build_dir)}, "resolved": resolved.model_dump(mode="json")}
         ctx = cls(build_dir, resolved, model_dir, ref, adapter, _binding=binding)
         ctx._calibration_notice(calibration)
         return ctx
@@ -137,12 +138,12 @@ class BuildContext:
         if not record_path.is_file():
             raise InputError(f"{build_dir}: not an edgecompile build directory (no {CONTEXT_FILE}); run 'edgecompile build --recipe ...' first")
         record = _read_record(record_path, ("recipe", "model", "model_dir"))
-        recipe_path = Path(record["recipe"])
+        recipe_path = _recorded_path(record["recipe"], build_dir)
         if recipe_path.is_file():
             resolved = load_recipe(recipe_path)
         else:  # the recipe moved: use the copy recorded in the build directory
             resolved = _read_resolved(build_dir / "recipe.resolved.json")
-        model_dir = Path(record["model_dir"])
+        model_dir = _recorded_path(record["model_dir"], build_dir)
         if not model_dir.is_dir():
             model_dir = resolve_model(record["model"])
         check_safetensors_only(model_dir)
@@ -220,3 +221,24 @@ def check_gates(resolved: ResolvedRecipe, family: str) -> None:
 def read_manifest(build_dir: Path) -> Manifest:
     """The manifest of any build directory (a sweep reads its siblings' records through this)."""
     return Manifest.load(build_dir)
+
+
+def _relative(path: Path, build_dir: Path) -> str:
+    """A path as build.json records it: relative to the build directory, so a moved or copied
+    build (the recipe and model moved with it) still opens; absolute only where no relative path exists."""
+    try:
+        return os.path.relpath(path, build_dir.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def _recorded_path(recorded: str, build_dir: Path) -> Path:
+    """Read back a build.json path: relative ones against the build directory (older builds wrote absolute ones)."""
+    path = Path(recorded)
+    return path if path.is_absolute() else (build_dir.resolve() / path).resolve()
+
+
+def recorded_recipe(build_dir: Path) -> Path:
+    """The recipe file a build directory was made from, as an absolute path (for tools and tests)."""
+    record = _read_record(build_dir / CONTEXT_FILE, ("recipe",))
+    return _recorded_path(record["recipe"], build_dir)

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from edgecompile.stages.context import recorded_recipe
 from click.testing import CliRunner
 
 from edgecompile.cli.main import main
@@ -31,7 +33,7 @@ def test_listing_commands_run() -> None:
 
 
 def _set_gate(build_dir: Path, minimum: float) -> None:
-    recipe = Path(json.loads((build_dir / "build.json").read_text())["recipe"])
+    recipe = recorded_recipe(build_dir)
     text = recipe.read_text()
     start = text.index("min: ") + len("min: ")
     end = text.index("}", start)
@@ -59,7 +61,7 @@ def test_gate_that_fails_exits_1_and_names_the_gate(build_copy: Path) -> None:
 
 
 def test_gate_on_a_missing_metric_fails(build_copy: Path) -> None:
-    recipe = Path(json.loads((build_copy / "build.json").read_text())["recipe"])
+    recipe = recorded_recipe(build_copy)
     recipe.write_text(recipe.read_text() + "  - {metric: accuracy.drop, max: 0.05}\n")
     result = CliRunner().invoke(main, ["validate", "--build", str(build_copy)])
     assert result.exit_code == 1

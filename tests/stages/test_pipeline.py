@@ -8,6 +8,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+from edgecompile.stages.context import recorded_recipe
+
 from edgecompile.builddir.manifest import Manifest
 from edgecompile.stages.base import run_stage
 from edgecompile.stages.context import BuildContext
@@ -67,7 +69,7 @@ def test_rerun_skips_unchanged_stages(build_copy: Path) -> None:
 
 
 def test_changed_calibration_redoes_only_later_stages(build_copy: Path) -> None:
-    recipe = Path(json.loads((build_copy / "build.json").read_text())["recipe"])
+    recipe = recorded_recipe(build_copy)
     recipe.write_text(recipe.read_text().replace("method: minmax", "method: percentile"))
     ctx = BuildContext.open(build_copy)
     results = {r.stage: r.skipped for r in run_until(ctx, "build")}
@@ -122,7 +124,7 @@ def test_asymmetric_int8_weight_rule_is_refused_not_ignored(build_copy: Path) ->
 
     from edgecompile.cli.main import main
 
-    recipe = Path(json.loads((build_copy / "build.json").read_text())["recipe"])
+    recipe = recorded_recipe(build_copy)
     recipe.write_text(recipe.read_text() + "rules:\n  - {match: {role: mlp}, precision: int8, symmetric: false}\n")
     result = CliRunner().invoke(main, ["build", "--build", str(build_copy)])
     assert result.exit_code == 3, result.output

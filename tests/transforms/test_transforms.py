@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
+from edgecompile.stages.context import recorded_recipe
 from onnx import numpy_helper
 
 from edgecompile.errors import InputError
@@ -39,7 +41,7 @@ def test_without_int4_entries_gptq_is_skipped_and_writes_no_graph(build_copy: Pa
     from edgecompile.stages.context import BuildContext
     from edgecompile.stages.pipeline import run_until
 
-    recipe = Path(json.loads((build_copy / "build.json").read_text())["recipe"])
+    recipe = recorded_recipe(build_copy)
     recipe.write_text(recipe.read_text() + "quantization: {weight_transforms: [gptq]}\n")
     results = {r.stage: r for r in run_until(BuildContext.open(build_copy), "transform")}
     assert results["transform"].skipped is False  # the transform list changed

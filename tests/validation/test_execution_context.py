@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from edgecompile.stages.context import recorded_recipe
 from click.testing import CliRunner
 
 from edgecompile.cli.main import main
@@ -53,7 +55,7 @@ def test_arm64_recipe_built_on_x86_ends_pending_with_budgets_waiting(build_copy:
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip(f"this test builds an aarch64 target on a different architecture; this machine is {platform.machine()}")
-    recipe = Path(json.loads((build_copy / "build.json").read_text())["recipe"])
+    recipe = recorded_recipe(build_copy)
     recipe.write_text(recipe.read_text().replace("target: x86-cpu", "target: arm64-cpu"))
     result = CliRunner().invoke(main, ["build", "--build", str(build_copy)])
     assert result.exit_code == 6, result.output
