@@ -32,7 +32,7 @@ from edgecompile.config.recipe import Recipe, load_recipe
 from edgecompile.config.resolve import resolve
 from edgecompile.errors import EdgecompileError, InputError
 from edgecompile.sweep.dedupe import explain, recipe_key
-from edgecompile.sweep.grid import Grid, Resources, load_grid_spec, points
+from edgecompile.sweep.grid import Grid, Resources, check_points, load_grid_spec, points
 from edgecompile.sweep.point import export_key, run_phase
 
 SWEEP_FILE = "sweep.json"
@@ -103,6 +103,7 @@ def run_sweep(
     resolved = load_recipe(recipe_path)
     base = resolved.recipe.model_dump(mode="json", exclude_unset=True)
     grid: Grid = load_grid_spec(grid_path)
+    check_points(grid_path, base, grid.axes)  # before anything is written under the sweep root
     root = root.resolve()
     (root / "recipes").mkdir(parents=True, exist_ok=True)
     (root / "targets").mkdir(parents=True, exist_ok=True)

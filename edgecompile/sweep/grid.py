@@ -122,3 +122,29 @@ def points(base: dict[str, Any], axes: dict[str, list[Any]]) -> list[tuple[str, 
     if clash:
         raise InputError(f"grid points {', '.join(clash)}: two axis values make the same point name; rename one value")
     return out
+
+
+def check_points(path: Path, base: dict[str, Any], axes: dict[str, list[Any]]) -> None:
+    """Every grid point must be a valid recipe, strictly (no bool->int); an error names the grid file,
+    the line of the axis that produced the bad value, the point and the recipe field. Runs before
+    the sweep writes anything."""
+    from pydantic import ValidationError
+
+    from edgecompile.config.loader import _field_name, _line_of, _message, _useful_loc, validate_strict
+    from edgecompile.config.recipe import Recipe
+
+    _, node = parse_file(path, InputError, what="sweep grids")
+    axes_node = next((v for k, v in node.value if k.value == "axes"), None) if isinstance(node, yaml.MappingNode) else None
+    for name, doc in points(base, axes):
+        try:
+            validate_strict(Recipe, doc)
+        except ValidationError as exc:
+            lines = []
+            for error in exc.errors():
+                loc = _useful_loc(tuple(error["loc"]))
+                field = _field_name(loc)
+                axis = next((key for key in axes if field == key or field.startswith(key + ".") or key.startswith(field + ".")), None)
+                line = _line_of(axes_node, (axis,)) if axis is not None else _line_of(node, ("axes",))
+                where = f"axes.{axis}" if axis is not None else "the base recipe"
+                lines.append(f"{path}:{line}: {where}: point '{name}': {field}: {_message(error)}")
+            raise InputError("\n".join(lines)) from None
