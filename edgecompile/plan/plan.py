@@ -37,6 +37,9 @@ class PlanEntry:
     rule: str
     why: str
     changed_from: str | None = None
+    # INT4 only: "dynamic" (MatMulNBits quantizes activations per block at run time, never calibrated)
+    # or "static" (INT8 activation Q/DQ with calibrated ranges in front of INT4 weight DQ: seed 002's W4A8).
+    activations: str | None = None
 
     @property
     def quantized(self) -> bool:
@@ -102,9 +105,10 @@ def annotate(graphs: dict[str, onnx.ModelProto], rules: tuple[tuple[str, Precisi
             for origin, rule in rules:
                 if not rule.match.matches(component, info):
                     continue
-                if rule.precision in INTEGER and (info.weight is None or info.op_type not in WEIGHT_OPS):
+                table = rule.precision == "int4" and info.op_type == "Gather" and info.role == "embeddings"  # INT4 embedding table: GatherBlockQuantized (backends.base.adapt_plan)
+                if not table and rule.precision in INTEGER and (info.weight is None or info.op_type not in WEIGHT_OPS):
                     continue
-                if rule.precision == "int4" and info.op_type != "MatMul":
+                if not table and rule.precision == "int4" and info.op_type != "MatMul":
                     continue  # MatMulNBits replaces MatMul only
                 precision = rule.precision or "float"
                 entries.append(
@@ -117,10 +121,11 @@ def annotate(graphs: dict[str, onnx.ModelProto], rules: tuple[tuple[str, Precisi
                         weight=info.weight,
                         precision=precision,
                         granularity=rule.granularity if precision in INTEGER else None,
-                        block_size=rule.block_size if precision == "int4" else None,
+                        block_size=rule.block_size if precision == "int4" and rule.granularity == "per_block" else None,
                         symmetric=rule.symmetric,
                         rule=f"{origin}: {rule.describe()}",
                         why=rule.why,
+                        activations=rule.activations if precision == "int4" else None,
                     )
                 )
                 break

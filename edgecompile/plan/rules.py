@@ -72,12 +72,18 @@ class PrecisionRule(BaseModel):
     granularity: Granularity = "per_channel"
     block_size: int | None = Field(default=None, ge=16, le=256)
     symmetric: bool = True
+    # INT4 activations: dynamic (MatMulNBits' run-time INT8, uncalibrated) or static (calibrated INT8 Q/DQ).
+    activations: Literal["dynamic", "static"] = "dynamic"
     why: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> PrecisionRule:
-        if self.precision == "int4" and self.granularity != "per_block":
-            object.__setattr__(self, "granularity", "per_block")
+        if self.precision == "int4" and (self.granularity == "per_tensor" or "granularity" not in self.model_fields_set):
+            object.__setattr__(self, "granularity", "per_block")  # INT4 is per block unless a rule says per_channel
+        if self.precision == "int4" and self.granularity == "per_channel" and self.block_size is not None:
+            raise ValueError("block_size is for granularity per_block; INT4 per_channel has one scale per output channel")
+        if "activations" in self.model_fields_set and self.precision != "int4":
+            raise ValueError("activations (dynamic | static) is for precision int4 (INT8 activations are always calibrated)")
         if self.granularity == "per_block" and self.precision != "int4":
             raise ValueError("granularity per_block is for precision int4 (INT8 takes per_tensor or per_channel)")
         if self.block_size is not None and self.block_size & (self.block_size - 1):
@@ -94,8 +100,8 @@ _ENCODER_LINEARS = "re:^(attn_qkv|attn_out|mlp|other)$"
 _DECODER = "re:^decoder"
 
 
-def _rule(precision: str | None, why: str, **match: str) -> PrecisionRule:
-    extra = {"granularity": "per_block", "block_size": 32} if precision == "int4" else {}
+def _rule(precision: str | None, why: str, activations: str = "dynamic", **match: str) -> PrecisionRule:
+    extra = {"granularity": "per_block", "block_size": 32, "activations": activations} if precision == "int4" else {}
     return PrecisionRule(match=RuleMatch(**match), precision=precision, why=why, **extra)
 
 
@@ -123,13 +129,32 @@ PRESETS: dict[str, tuple[PrecisionRule, ...]] = {
         _rule("int8", "preset w8a8: W8A8 for lm_head", role="lm_head"),
         _rule(None, "default: leave in float"),
     ),
+    "w8a8-sq": (
+        *_VLM_FLOAT,
+        _rule("int8", "preset w8a8-sq: W8A8 for every linear layer after SmoothQuant (alpha searched per layer)", role=_ENCODER_LINEARS),
+        _rule("int8", "preset w8a8-sq: W8A8 for lm_head", role="lm_head"),
+        _rule(None, "default: leave in float"),
+    ),
     "w4a8": (
         *_VLM_FLOAT,
-        _rule("int4", "preset w4a8: INT4 block-wise weights for every linear, ViT included (seed 002's W4A8); activations quantized to INT8 per block at run time", role=_ENCODER_LINEARS),
-        _rule("int4", "preset w4a8: INT4 lm_head", role="lm_head"),
+        _rule("int4", "preset w4a8: INT4 block-wise weights for every linear, ViT included, with static calibrated INT8 activations (seed 002's W4A8)", activations="static", role=_ENCODER_LINEARS),
+        _rule("int4", "preset w4a8: INT4 lm_head, static INT8 activations", activations="static", role="lm_head"),
+        _rule(None, "default: leave in float"),
+    ),
+    "w4a8-awq": (
+        *_VLM_FLOAT,
+        _rule("int4", "preset w4a8-awq: AWQ-scaled INT4 block-wise weights (alpha searched per layer group, clip searched), static INT8 activations", activations="static", role=_ENCODER_LINEARS),
+        _rule("int4", "preset w4a8-awq: INT4 lm_head, static INT8 activations", activations="static", role="lm_head"),
+        _rule(None, "default: leave in float"),
+    ),
+    "w4a8-dyn": (
+        *_VLM_FLOAT,
+        _rule("int4", "preset w4a8-dyn: INT4 block-wise weights for every linear; activations quantized to INT8 per block at run time (MatMulNBits, never calibrated)", role=_ENCODER_LINEARS),
+        _rule("int4", "preset w4a8-dyn: INT4 lm_head", role="lm_head"),
         _rule(None, "default: leave in float"),
     ),
     "vlm-default": (
+        _rule("int4", "VLM plan: the decoder's token-embedding table in INT4 blocks (over half an INT4 decoder's bytes, one row read per token); float where the backend has no quantized gather", component="embed_tokens", role="embeddings"),
         *_VLM_FLOAT,
         _rule("int4", "VLM plan: INT4 block-wise weight-only decoder linears (memory-bound decode)", component=_DECODER, role=_ENCODER_LINEARS),
         _rule("int8", "VLM plan: W8A8 for the lm_head (recipe may choose fp16)", component=_DECODER, role="lm_head"),
@@ -139,18 +164,25 @@ PRESETS: dict[str, tuple[PrecisionRule, ...]] = {
 }
 
 
-def _with_block(rule: PrecisionRule, block_size: int, *, keep: bool) -> PrecisionRule:
-    """INT4 rules take the recipe's block size unless (recipe rules only) they name their own."""
-    if rule.precision != "int4" or (keep and rule.block_size is not None):
+# Weight transforms a preset implies (run before the recipe's own quantization.weight_transforms).
+PRESET_TRANSFORMS: dict[str, tuple[str, ...]] = {"w8a8-sq": ("smoothquant",), "w4a8-awq": ("awq",)}
+
+
+def _with_block(rule: PrecisionRule, block_size: int, *, keep: bool, granularity: str = "per_block") -> PrecisionRule:
+    """INT4 rules take the recipe's block size unless (recipe rules only) they name their own;
+    the presets' INT4 rules also take the recipe's INT4 granularity (per block or per channel)."""
+    if rule.precision == "int4" and not keep and granularity == "per_channel":
+        return rule.model_copy(update={"granularity": "per_channel", "block_size": None})
+    if rule.precision != "int4" or rule.granularity != "per_block" or (keep and rule.block_size is not None):
         return rule
     return rule.model_copy(update={"block_size": block_size})
 
 
-def rules_for(preset: str, recipe_rules: tuple[PrecisionRule, ...], int4_block_size: int = 32) -> tuple[tuple[str, PrecisionRule], ...]:
+def rules_for(preset: str, recipe_rules: tuple[PrecisionRule, ...], int4_block_size: int = 32, int4_granularity: str = "per_block") -> tuple[tuple[str, PrecisionRule], ...]:
     """The ordered rule list: the recipe's rules first, then the preset's; each with its origin.
 
-    The preset's INT4 rules take the recipe's ``quantization.int4_block_size``.
+    The preset's INT4 rules take the recipe's ``quantization.int4_block_size`` and ``int4_granularity``.
     """
     ordered = [(f"recipe.rules[{i}]", _with_block(rule, int4_block_size, keep=True)) for i, rule in enumerate(recipe_rules)]
-    ordered += [(f"preset:{preset}[{i}]", _with_block(rule, int4_block_size, keep=False)) for i, rule in enumerate(PRESETS[preset])]
+    ordered += [(f"preset:{preset}[{i}]", _with_block(rule, int4_block_size, keep=False, granularity=int4_granularity)) for i, rule in enumerate(PRESETS[preset])]
     return tuple(ordered)

@@ -21,11 +21,12 @@ class AnnotateStage(Stage):
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         rules = [r.model_dump(mode="json") for r in ctx.recipe.rules]
-        return {"role_patterns": str(ctx.adapter.role_patterns), "preset": ctx.recipe.precision_preset, "rules": hash_value(rules), "int4_block": ctx.recipe.quantization.int4_block_size}
+        q = ctx.recipe.quantization
+        return {"role_patterns": str(ctx.adapter.role_patterns), "preset": ctx.recipe.precision_preset, "rules": hash_value(rules), "int4_block": q.int4_block_size, **({"int4_granularity": q.int4_granularity} if q.int4_granularity != "per_block" else {})}
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         graphs = {c: onnx.load(str(p), load_external_data=False) for c, p in upstream.export.files.items()}
-        rules = rules_for(ctx.recipe.precision_preset, ctx.recipe.rules, ctx.recipe.quantization.int4_block_size)
+        rules = rules_for(ctx.recipe.precision_preset, ctx.recipe.rules, ctx.recipe.quantization.int4_block_size, ctx.recipe.quantization.int4_granularity)
         plan = annotate(graphs, rules, ctx.recipe.precision_preset, tuple(ctx.adapter.role_patterns))
         plan.save(out / PLAN_FILE)
         return {"summary": plan.summary()}

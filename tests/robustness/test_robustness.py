@@ -68,3 +68,20 @@ def test_unlabelled_eval_set_is_an_input_error(built: Path) -> None:
     ctx = BuildContext.open(built)
     with pytest.raises(InputError, match="labelled"):
         run_robustness(ctx, ("fog",), (1,), 2, eval_set=eval_data("synthetic", 2))
+
+
+def test_normalised_ce_sees_a_collapsed_model_that_mce_calls_robust() -> None:
+    from edgecompile.robustness.robustness import normalised_ce
+
+    reference = {"fog": {"1": 0.8, "3": 0.6}, "noise": {"1": 0.9, "3": 1.0}}
+    collapsed = {"fog": {"1": 0.35, "3": 0.33}, "noise": {"1": 0.4, "3": 0.4}}  # clean 0.4: little left to drop
+    mce_ref = summarize(0.9, reference)["mce"]
+    mce_collapsed = summarize(0.4, collapsed)["mce"]
+    assert mce_collapsed < mce_ref  # the seed's mCE ranks the collapsed model as more robust
+    ce = normalised_ce(collapsed, reference)
+    assert ce["ce_per_corruption"]["fog"] == pytest.approx((0.65 + 0.67) / (0.2 + 0.4))
+    assert ce["ce_per_corruption"]["noise"] == pytest.approx(1.2 / 0.1)
+    assert ce["ce_normalised"] > 1.0 and ce["ce_undefined"] == []
+    assert normalised_ce(reference, reference)["ce_normalised"] == pytest.approx(1.0)
+    perfect = {"fog": {"1": 1.0}}
+    assert normalised_ce(perfect, perfect) == {"ce_normalised": None, "ce_per_corruption": {}, "ce_undefined": ["fog"]}

@@ -78,13 +78,95 @@ def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry],
     return quantizer.model.model
 
 
-def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], prequantized: Prequantized | None = None) -> onnx.ModelProto:
-    """Replace the plan's INT4 MatMuls by MatMulNBits (block-wise, weight-only).
+def _static_int4(entries: list[PlanEntry]) -> list[PlanEntry]:
+    """INT4 entries that get static INT8 activations (or per-channel weights): the QDQ path."""
+    return [e for e in entries if e.precision == "int4" and (e.activations == "static" or e.granularity == "per_channel")]
+
+
+def insert_activation_qdq(model: onnx.ModelProto, nodes: list[str], ranges: TensorRanges, activation_type: str = "uint8", symmetric: bool = False) -> onnx.ModelProto:
+    """QuantizeLinear → DequantizeLinear (per tensor, calibrated) on the first input of each of ``nodes``.
+
+    One Q/DQ pair per activation tensor, shared by every listed node that reads it.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.quant_utils import compute_scale_zp
+
+    qtypes = {"uint8": (np.uint8, 0, 255), "int8": (np.int8, -128, 127), "uint16": (np.uint16, 0, 65535)}
+    if activation_type not in qtypes:
+        raise InputError(f"quantization.activation_type: {activation_type} is not supported for static W4A8 activations; expected uint8, int8 or uint16")
+    dtype, qmin, qmax = qtypes[activation_type]
+    wanted = set(nodes)
+    done: dict[str, str] = {}
+    new_nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.name in wanted:
+            x = node.input[0]
+            if x not in done:
+                if x not in ranges.ranges:
+                    raise InputError(f"static W4A8: no calibrated range for activation '{x}' (input of {node.name}); the calibrate stage measures the inputs of INT4 nodes planned with activations: static")
+                lo, hi = ranges.ranges[x]
+                zp, scale = compute_scale_zp(np.array(lo, np.float32), np.array(hi, np.float32), np.array(qmin, dtype), np.array(qmax, dtype), symmetric=symmetric)
+                base = f"{x}_w4a8"
+                model.graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{base}_scale"), numpy_helper.from_array(np.array(zp, dtype), f"{base}_zero_point")])
+                new_nodes.append(helper.make_node("QuantizeLinear", [x, f"{base}_scale", f"{base}_zero_point"], [f"{base}_q"], name=f"{base}_QuantizeLinear"))
+                new_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero_point"], [f"{base}_dq"], name=f"{base}_DequantizeLinear"))
+                done[x] = f"{base}_dq"
+            node.input[0] = done[x]
+        new_nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return model
+
+
+def insert_int4_qdq(model: onnx.ModelProto, entries: list[PlanEntry], ranges: TensorRanges | None, activation_type: str = "uint8") -> onnx.ModelProto:
+    """W4A8 static: INT4 weight DequantizeLinear (block-wise or per output channel, onnxruntime's
+    MatMulNBitsQuantizer in QDQ format) feeding MatMul, with calibrated INT8 activation Q/DQ in front.
+
+    ONNX Runtime's CPU EP runs this graph as it is written (checked on 1.32 with ORT_ENABLE_ALL: no
+    MatMulNBits and no integer-GEMM fusion; the Q/DQ and INT4 DQ nodes stay and the MatMul runs in
+    float). So the numerics are exactly INT4 weights × INT8-rounded activations with static scales,
+    while the compute is float: an accuracy artifact, not a fast kernel (``w4a8-dyn`` is the fast one).
+    """
+    static = _static_int4(entries)
+    if not static:
+        return model
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    dynamic_pc = sorted(e.node for e in static if e.activations != "static")
+    if dynamic_pc:
+        raise InputError(f"INT4 per_channel weights with dynamic activations ({', '.join(dynamic_pc[:3])}): MatMulNBits takes blocks only; use activations: static (W4A8) or granularity per_block")
+    need_act = [e.node for e in static if e.activations == "static"]
+    if need_act:
+        if ranges is None:
+            raise InputError("static W4A8: the plan asks for calibrated INT8 activations on INT4 nodes but the build got no activation ranges for this component")
+        model = insert_activation_qdq(model, need_act, ranges, activation_type)
+    by_setting: dict[tuple[str, int | None, bool], list[str]] = {}
+    for e in static:
+        by_setting.setdefault((e.granularity or "per_block", e.block_size, e.symmetric), []).append(e.node)
+    for (granularity, block, sym), nodes in by_setting.items():
+        per_channel = granularity == "per_channel"
+        bs = block or 32
+        config = mnb.DefaultWeightOnlyQuantConfig(block_size=bs, is_symmetric=sym, accuracy_level=None, quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",), channel_wised_quantize=per_channel)
+        quantizer = mnb.MatMulNBitsQuantizer(model, bits=4, block_size=bs, is_symmetric=sym, nodes_to_include=nodes, algo_config=config)
+        quantizer.process()
+        model = quantizer.model.model
+    return model
+
+
+def insert_matmul_nbits(model: onnx.ModelProto, entries: list[PlanEntry], prequantized: Prequantized | None = None, ranges: TensorRanges | None = None, activation_type: str = "uint8") -> onnx.ModelProto:
+    """Replace the plan's INT4 MatMuls by MatMulNBits (block-wise, dynamic INT8 activations) and,
+    for entries planned with ``activations: static`` (or per-channel), by INT4 weight DQ with
+    calibrated activation Q/DQ (:func:`insert_int4_qdq`).
 
     MatMuls a weight transform already rounded (GPTQ's ``prequantized`` codes) are packed as they
     are; the rest are rounded to nearest by onnxruntime's MatMulNBitsQuantizer.
     """
-    int4 = [e for e in entries if e.precision == "int4"]
+    static = {e.node for e in _static_int4(entries)}
+    model = insert_int4_qdq(model, entries, ranges, activation_type)
+    int4 = [e for e in entries if e.precision == "int4" and e.node not in static]
     if not int4:
         return model
     from onnxruntime.quantization import matmul_nbits_quantizer as mnb
