@@ -138,6 +138,15 @@ class Backend(ABC):
     @abstractmethod
     def availability(self) -> Availability: ...
 
+    def preflight(self, adapter: Any, resolved: Any) -> None:
+        """Refuse, when the recipe is bound to a model, a model this backend cannot build (exit 3).
+
+        Called by ``BuildContext.create`` before any stage runs, so a combination the backend
+        does not support costs nothing (no export, calibration or build directory). ``adapter``
+        is the model's ``ModelAdapter`` (``family``, ``components``), ``resolved`` the
+        ``ResolvedRecipe`` (recipe, target, recipe_path). The default accepts everything.
+        """
+
     def adapt_plan(self, plan: PrecisionPlan, target: Target, ranges: dict[str, TensorRanges], graphs: dict[str, onnx.ModelProto]) -> PrecisionPlan:
         """Map the plan onto what ``target`` executes; every change is recorded with its reason.
 

@@ -112,6 +112,31 @@ def program_summary(mlpackage: Path) -> dict[str, Any]:
     }
 
 
+def pad_empty_past(feeds: Feeds) -> tuple[Feeds, bool]:
+    """A decoder call with an empty KV cache, given one masked slot instead (CoreML has no 0-size dims).
+
+    The converted decoder's ``past_*`` inputs take 1..n cache slots. The first prefill has none, so
+    one zero slot is put in front with ``attention_mask`` 0 there: the slot is never attended to
+    and the result is the same; :func:`crop_padded_present` drops it from the returned cache.
+    """
+    past = [k for k in feeds if k.startswith("past_")]
+    if not past or any(feeds[k].shape[2] != 0 for k in past) or "attention_mask" not in feeds:
+        return feeds, False
+    out = dict(feeds)
+    for k in past:
+        shape = list(feeds[k].shape)
+        shape[2] = 1
+        out[k] = np.zeros(shape, dtype=feeds[k].dtype)
+    mask = feeds["attention_mask"]
+    out["attention_mask"] = np.concatenate([np.zeros((*mask.shape[:-1], 1), dtype=mask.dtype), mask], axis=-1)
+    return out, True
+
+
+def crop_padded_present(outputs: Outputs) -> Outputs:
+    """The returned cache without the slot :func:`pad_empty_past` added."""
+    return {k: (v[:, :, 1:] if k.startswith("present_") else v) for k, v in outputs.items()}
+
+
 class CoreMlOptions(Strict):
     """``backend_options`` for the coreml backend."""
 
@@ -212,10 +237,12 @@ class CoreMlBackend(Backend):
             if component not in models:
                 models[component] = ct.models.MLModel(str(artifact_dir / artifact.components[component]), compute_units=ct.ComputeUnit.ALL)
             model = models[component]
+            feeds, padded = pad_empty_past(feeds)
             kinds = {i.name: i.type.multiArrayType.dataType for i in model.get_spec().description.input}
             cast = {65568: np.float32, 65552: np.float16, 131104: np.int32}  # ArrayFeatureType.ArrayDataType values
             prepared = {k: np.ascontiguousarray(v.astype(cast.get(kinds[k], v.dtype))) for k, v in feeds.items() if k in kinds}
-            return {k: np.asarray(v, dtype=np.float32) for k, v in model.predict(prepared).items()}
+            outputs = {k: np.asarray(v, dtype=np.float32) for k, v in model.predict(prepared).items()}
+            return crop_padded_present(outputs) if padded else outputs
 
         return run
 

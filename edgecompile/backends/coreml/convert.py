@@ -7,6 +7,10 @@ Conversion goes through ``torch.export`` (coremltools' supported path for recent
 * ``run_decompositions`` with a small table: with torch 2.13, coremltools 9.0 has no converter for
   ``aten.new_ones`` / ``new_zeros`` / ``new_full`` nor for ``aten.__and__.Tensor`` (CLIP's causal
   and padding mask); they are decomposed into ops it knows (``full``, ``bitwise_and``).
+* ``aten.alias`` nodes (SigLIP's text tower) are dropped after decomposition: coremltools 9 has
+  no converter for them and in an inference graph they are the identity.
+* Dynamic shapes are passed in ``forward``'s signature shape, so a KV-cache decoder's ``*past``
+  takes one tuple; a decoder whose export guards its example sizes is re-exported size-oblivious.
 * FP16 compute by default; ops of the plan's FP32 roles stay FP32 (op_selector).
 * Weight compression per plan entry (``coremltools.optimize.coreml``): INT8 per-channel symmetric
   linear quantization, INT4 per-block (iOS18/macOS15 opset), or palettization of the INT8 entries
@@ -50,14 +54,38 @@ def _decompositions() -> dict:
     return table
 
 
+def by_signature(spec: ComponentSpec, per_input: dict[str, Any]) -> tuple[Any, ...]:
+    """``dynamic_shapes`` shaped like ``forward``'s signature, one entry per parameter.
+
+    torch.export matches a dict's keys to the parameter names, and a ``*past`` parameter takes one
+    tuple for all the cache tensors: a dict keyed by the component's input names (``past_key_0``...)
+    is refused for a KV-cache decoder ("dynamic_shapes keys do not match the arguments").
+    """
+    import inspect
+
+    values = [per_input.get(n) or None for n in spec.input_names]
+    out: list[Any] = []
+    i = 0
+    for p in inspect.signature(spec.module.forward).parameters.values():
+        if p.kind == inspect.Parameter.VAR_POSITIONAL:
+            out.append(tuple(values[i:]))
+            i = len(values)
+        elif p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) and i < len(values):
+            out.append(values[i])
+            i += 1
+    return tuple(out)
+
+
 def export_program(spec: ComponentSpec) -> Any:
     """``torch.export`` of one component with min-1 dynamic dims, decomposed for coremltools."""
     import torch
 
-    auto = {n: {axis: torch.export.Dim.AUTO for axis in spec.dynamic_axes.get(n, {})} for n in spec.input_names}
+    auto = by_signature(spec, {n: {axis: torch.export.Dim.AUTO for axis in spec.dynamic_axes.get(n, {})} for n in spec.input_names})
     with torch.no_grad():
         probe = torch.export.export(spec.module.eval(), spec.example_inputs, dynamic_shapes=auto)
-    placeholders = {n.name: n for n in probe.graph.nodes if n.op == "placeholder"}
+    by_name = {n.name: n for n in probe.graph.nodes if n.op == "placeholder"}
+    # torch names a ``*past`` argument's placeholders after the parameter: map them by position
+    placeholders = dict(zip(spec.input_names, (by_name[u] for u in probe.graph_signature.user_inputs), strict=True))
     upper: dict[str, int | None] = {}
     for name in spec.input_names:
         for axis, label in spec.dynamic_axes.get(name, {}).items():
@@ -71,10 +99,39 @@ def export_program(spec: ComponentSpec) -> Any:
                 hi = None  # unbounded
             upper[label] = hi if label not in upper else (min(x for x in (upper[label], hi) if x is not None) if (upper[label] or hi) else None)
     dims = {label: torch.export.Dim(label, min=1, max=hi) if hi else torch.export.Dim(label, min=1) for label, hi in upper.items()}
-    shapes = {n: {axis: dims[label] for axis, label in spec.dynamic_axes.get(n, {}).items() if label in dims} for n in spec.input_names}
-    with torch.no_grad():
-        program = torch.export.export(spec.module.eval(), spec.example_inputs, dynamic_shapes=shapes)
-    return program.run_decompositions(_decompositions())
+    shapes = by_signature(spec, {n: {axis: dims[label] for axis, label in spec.dynamic_axes.get(n, {}).items() if label in dims} for n in spec.input_names})
+    import torch.fx.experimental._config as fx_config
+
+    try:
+        with torch.no_grad():
+            program = torch.export.export(spec.module.eval(), spec.example_inputs, dynamic_shapes=shapes)
+    except torch._dynamo.exc.UserError:
+        # A KV-cache decoder ties total_length to past_length + sequence, and its example sizes
+        # specialize guards (total_length >= 4) that min-1 dims violate: size-oblivious export
+        # keeps them symbolic. Not the default: it adds guards (batch != 1) to other towers.
+        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+            program = torch.export.export(spec.module.eval(), spec.example_inputs, dynamic_shapes=shapes)
+    return drop_aliases(program.run_decompositions(_decompositions()))
+
+
+def drop_aliases(program: Any) -> Any:
+    """Remove ``aten.alias`` nodes, which coremltools 9 cannot convert ("Unsupported fx node alias").
+
+    An alias is a view that shares its input's storage: in an inference graph with no mutation
+    it is the identity, so each use reads the input instead (SigLIP's text tower takes the last
+    token's hidden state through one). Graph outputs that are aliases are redirected the same way.
+    """
+    import torch
+
+    graph = program.graph_module.graph
+    aliases = [n for n in graph.nodes if n.op == "call_function" and n.target in (torch.ops.aten.alias.default, torch.ops.aten.alias_copy.default)]
+    for node in aliases:
+        node.replace_all_uses_with(node.args[0])
+        graph.erase_node(node)
+    if aliases:
+        graph.lint()
+        program.graph_module.recompile()
+    return program
 
 
 def _fp32_selector(entries: list[PlanEntry]) -> Callable[[Any], bool]:
@@ -100,6 +157,12 @@ def convert(spec: ComponentSpec, entries: list[PlanEntry], deployment: str, comp
         program = export_program(spec)
         model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=targets[deployment], compute_precision=precision)
     mlspec = model.get_spec()
+    taken = [i.name for i in mlspec.description.input]
+    if len(taken) != len(spec.input_names):
+        raise InputError(f"{spec.name}: CoreML program has {len(taken)} inputs, the component declares {len(spec.input_names)}")
+    for old, new in zip(taken, spec.input_names, strict=True):  # ``*past`` arguments come out as past_0, past_1...
+        if old != new:
+            ct.utils.rename_feature(mlspec, old, new)
     produced = [o.name for o in mlspec.description.output]
     if len(produced) != len(spec.output_names):
         raise InputError(f"{spec.name}: CoreML program has {len(produced)} outputs, the component declares {len(spec.output_names)}")

@@ -76,6 +76,19 @@ class QnnBackend(Backend):
         # On x86-64 the QNN HTP backend library is the emulator; on a Snapdragon it is the NPU.
         return "emulator" if platform.machine() in ("x86_64", "AMD64") else "native"
 
+    def preflight(self, adapter: Any, resolved: Any) -> None:
+        """Generative VLMs are refused when the recipe is bound, before export runs.
+
+        Static-shape padding of a KV-cache decoder needs a cache layout (masking padded past
+        slots, cropping logits, prefill/decode graphs) that this backend does not have yet.
+        """
+        family = getattr(adapter, "family", "")
+        if family == "generative":
+            raise InputError(
+                f"{resolved.recipe_path}: target {resolved.target.name} (backend qnn): model family '{family}' (a KV-cache decoder) is not supported on HTP yet; "
+                "the qnn backend compiles dual encoders (CLIP/SigLIP). For this model use a target on ort-cpu, executorch, tensorrt or coreml"
+            )
+
     def availability(self) -> Availability:
         from edgecompile.backends.qnn.session import register_qnn
 
@@ -119,8 +132,7 @@ class QnnBackend(Backend):
         from edgecompile.backends.qnn.session import placement, provider_options
 
         if inputs.adapter is not None and getattr(inputs.adapter, "family", "") == "generative":
-            # Static-shape padding of a KV-cache decoder needs a cache layout (masking padded past
-            # slots, cropping logits) that this backend does not have yet: refuse rather than mislead.
+            # Normally refused earlier (preflight, at recipe binding); kept for direct API callers.
             raise InputError(f"target {inputs.target.name}: the qnn backend compiles dual encoders (CLIP/SigLIP) today; generative VLMs (KV-cache decoders) are not supported on HTP yet")
         options = qnn_options(inputs.target, inputs.recipe)
         settings = self._settings(inputs, options)

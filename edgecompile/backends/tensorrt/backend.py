@@ -27,16 +27,18 @@ from typing import Any
 import numpy as np
 import onnx
 
+from pydantic import Field
+
 from edgecompile.config.target import Strict
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
 from edgecompile.runtime.onnx_cpu import cpu_runner
+from edgecompile.backends.tensorrt.profiles import derive_profile, outside_profile
 from edgecompile.backends.tensorrt.explicit_quant import check_explicit_quantization, explicit_quantization_graph
 from edgecompile.errors import BackendUnavailable, InputError
 from edgecompile.models.adapter import ComponentRunner, Feeds, Outputs
 from edgecompile.plan.roles import classify_graph
 
 STAND_IN = "TensorRT engine not built: no GPU/tensorrt here; validated the explicit-quantization ONNX on ONNX Runtime CPU as a stand-in"
-DEFAULT_PROFILE = {"batch": (1, 1, 8)}
 WORKSPACE_SHARE = 0.25  # of the target's memory budget: the rest is for weights, activations and the app
 
 
@@ -84,21 +86,8 @@ def _sequence_max(inputs: BuildInputs) -> int | None:
 
 
 def shape_profile(model: onnx.ModelProto, options: dict[str, Any], sequence_max: int | None) -> dict[str, tuple[list[int], list[int], list[int]]]:
-    """(min, opt, max) shape per graph input; dynamic dims from the recipe's ``trt_profile`` or defaults."""
-    table = {**DEFAULT_PROFILE, **({"sequence": (1, min(16, sequence_max), sequence_max)} if sequence_max else {}), **{k: tuple(v) for k, v in options.get("trt_profile", {}).items()}}
-    profile: dict[str, tuple[list[int], list[int], list[int]]] = {}
-    for value in model.graph.input:
-        lo, opt, hi = [], [], []
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
-                lo.append(dim.dim_value), opt.append(dim.dim_value), hi.append(dim.dim_value)
-                continue
-            if dim.dim_param not in table:
-                raise InputError(f"recipe backend_options.trt_profile: no [min, opt, max] for dynamic dim '{dim.dim_param}' of input '{value.name}'")
-            a, b, c = table[dim.dim_param]
-            lo.append(a), opt.append(b), hi.append(c)
-        profile[value.name] = (lo, opt, hi)
-    return profile
+    """(min, opt, max) shape per graph input: see :mod:`edgecompile.backends.tensorrt.profiles`."""
+    return derive_profile(model, options, sequence_max).shapes
 
 
 def _shape(dims: list[int]) -> str:
@@ -166,6 +155,9 @@ class TensorRtOptions(Strict):
     """``backend_options`` for the tensorrt backend: the optimisation profile per dynamic dim, [min, opt, max]."""
 
     trt_profile: dict[str, tuple[int, int, int]] = {}
+    # KV-cache decoders: the profile is derived from these (see tensorrt/profiles.py); None: from the model.
+    context_length: int | None = Field(default=None, ge=2)
+    prefill_chunk: int | None = Field(default=None, ge=1)
 
 
 class TensorRtBackend(Backend):
@@ -191,6 +183,7 @@ class TensorRtBackend(Backend):
         checks: dict[str, Any] = {}
         commands: list[str] = []
         engines: dict[str, str] = {}
+        profiles: dict[str, Any] = {}
         for component, source in inputs.exported.items():
             model = onnx.load(str(source))
             entries = inputs.plan.for_component(component)
@@ -203,12 +196,14 @@ class TensorRtBackend(Backend):
             onnx.save(model, str(inputs.out_dir / name))
             files[component] = name
             checks[component] = check.to_json()
-            profile = shape_profile(model, options, _sequence_max(inputs))
+            derived = derive_profile(model, options, _sequence_max(inputs))
+            profile = derived.shapes
+            profiles[component] = derived.to_json()
             commands.append(trtexec_command(name, f"{component}.engine", profile, workspace >> 20))
             if version and gpu:
                 engines[component] = self._engine(inputs, name, profile, workspace, version, gpu)
         _write_script(inputs.out_dir, commands)
-        extra = {"quantization_check": checks, "tensorrt": version, "gpu": gpu, "engines": engines, "workspace_bytes": workspace}
+        extra = {"quantization_check": checks, "tensorrt": version, "gpu": gpu, "engines": engines, "workspace_bytes": workspace, "profiles": profiles}
         if engines:
             return Artifact(self.name, files, runs_here=True, where=f"TensorRT {version} engine on {gpu} (Polygraphy TrtRunner)", notes=[f"engines built here: {', '.join(engines.values())}"], extra=extra)
         notes = [STAND_IN, f"why: {reason}", "build_engine.sh builds the engines on the device (trtexec --stronglyTyped)"]
@@ -236,7 +231,20 @@ class TensorRtBackend(Backend):
         engines = artifact.extra.get("engines") or {}
         if engines:
             return self._trt_runner(artifact_dir, engines)
-        return cpu_runner(artifact_dir, artifact.components)  # the stand-in: the same ONNX on ORT CPU
+        run = cpu_runner(artifact_dir, artifact.components)  # the stand-in: the same ONNX on ORT CPU
+        # KV-cache decoders: the stand-in accepts any shape, the engine only its profile's. A call
+        # outside it (a prompt longer than the prefill chunk) is refused here as it would be there.
+        guarded = {c: p for c, p in (artifact.extra.get("profiles") or {}).items() if any("past" in d for d in p.get("dims", {}))}
+        if not guarded:
+            return run
+
+        def checked(component: str, feeds: Feeds) -> Outputs:
+            problems = outside_profile(guarded[component], feeds) if component in guarded else []
+            if problems:
+                raise InputError(f"{component}: a call outside the engine's optimisation profile ({'; '.join(problems)}); raise backend_options.prefill_chunk / context_length, or set backend_options.trt_profile")
+            return run(component, feeds)
+
+        return checked
 
     def _trt_runner(self, artifact_dir: Path, engines: dict[str, str]) -> ComponentRunner:
         version, gpu, reason = tensorrt_status()
