@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import os
 from pathlib import Path
 
+from edgecompile.backends.registry import get_backend
 from edgecompile.builddir import lock
 from edgecompile.builddir.atomic import write_json
 from edgecompile.builddir.manifest import Manifest, StageRecord, update
@@ -54,6 +55,12 @@ class BuildContext:
         if self._loaded is None:
             self._loaded = self.adapter.load(self.model_dir)
         return self._loaded
+
+    def release_weights(self) -> LoadedModel | None:
+        """Stop holding the loaded model (torch weights included) and return it, None if none was loaded:
+        validate runs graphs only, and the weights are its largest object. A later ``loaded()`` loads again."""
+        loaded, self._loaded = self._loaded, None
+        return loaded
 
     def manifest(self) -> Manifest:
         """The build directory's manifest, read fresh (the one place that reads it)."""
@@ -116,6 +123,7 @@ class BuildContext:
         check_safetensors_only(model_dir)
         adapter = adapter_for(model_dir)
         check_gates(resolved, adapter.family)  # before anything is written: a refused recipe leaves no build directory
+        get_backend(resolved.target.backend).preflight(adapter, resolved)  # a model the backend cannot build: refused before export
         calibration = _calibration_size(resolved)
         _check_eval_set(resolved, adapter.family)
         build_dir = (out or Path("build") / resolved.name).resolve()

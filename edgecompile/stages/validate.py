@@ -8,6 +8,7 @@ recorded while it runs, so that the device completes the pending gates without t
 
 from __future__ import annotations
 
+import gc
 import platform
 from dataclasses import asdict, replace
 import shutil
@@ -23,6 +24,7 @@ from edgecompile.data.sources import eval_data, eval_fingerprint
 from edgecompile.device import PACK_DIR
 from edgecompile.device.pack import PackWriter
 from edgecompile.errors import InputError
+from edgecompile.models.adapter import LoadedModel
 from edgecompile.models.resolve import is_bundled
 from edgecompile.reports.build_report import write_build_reports
 from edgecompile.runtime.onnx_cpu import cpu_runner
@@ -53,9 +55,18 @@ class ValidateStage(Stage):
         return {"verdict": report["verdict"], "failed_gates": [g["name"] for g in report["gates"] if g["status"] == "failed"], "pending_gates": [g["name"] for g in report["gates"] if g["status"] == "pending"]}
 
 
-def _latency(ctx: BuildContext, backend: str, directory: Path, files: dict[str, str]) -> dict[str, dict[str, float]]:
+def _latency(ctx: BuildContext, feeds: dict[str, Any], backend: str, directory: Path, files: dict[str, str]) -> dict[str, dict[str, float]]:
     e = ctx.recipe.eval
-    return {c: probe(backend, directory, c, f, ctx.adapter.latency_feeds(ctx.loaded(), c), e.latency_runs, e.warmup_runs) for c, f in files.items()}
+    return {c: probe(backend, directory, c, f, feeds[c], e.latency_runs, e.warmup_runs) for c, f in files.items()}
+
+
+def _without_weights(loaded: LoadedModel) -> LoadedModel:
+    """The processor, config and the adapter's plain cached values (token counts); no torch modules."""
+    view = LoadedModel(path=loaded.path, model=None, processor=loaded.processor, config=loaded.config)  # type: ignore[arg-type]
+    for key, value in vars(loaded).items():
+        if key not in vars(view) and isinstance(value, (bool, int, float, str, tuple)):
+            setattr(view, key, value)
+    return view
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -87,11 +98,11 @@ def _backend_extra(artifact: Any) -> dict[str, Any]:
     return {"soc_model": extra.get("soc_model", 57), "htp_arch": extra.get("htp_arch", 75), "fallback_allowed": allowed}
 
 
-def _write_pack(ctx: BuildContext, pack: PackWriter, artifact: Any, artifact_dir: Path, data: Any, ref_metrics: dict[str, Any], ref_outputs: dict[str, np.ndarray]) -> None:
+def _write_pack(ctx: BuildContext, loaded: LoadedModel, latency_feeds: dict[str, Any], pack: PackWriter, artifact: Any, artifact_dir: Path, data: Any, ref_metrics: dict[str, Any], ref_outputs: dict[str, np.ndarray]) -> None:
     """Finish the device pack (samples were streamed in while the reference ran)."""
     e = ctx.recipe.eval
     for component in artifact.components:
-        pack.save_latency_feeds(component, ctx.adapter.latency_feeds(ctx.loaded(), component))
+        pack.save_latency_feeds(component, latency_feeds[component])
     description: dict[str, Any] = {
         "recipe": ctx.recipe.name,
         "family": ctx.adapter.family,
@@ -107,7 +118,7 @@ def _write_pack(ctx: BuildContext, pack: PackWriter, artifact: Any, artifact_dir
     }
     if pack.mode == "generate":
         pack.save_reference({k: v for k, v in ref_outputs.items()})
-        description["generation"] = {"spec": asdict(ctx.adapter.generation_spec(ctx.loaded().config)), "max_new_tokens": int(ref_outputs["generated/tokens"].shape[1])}
+        description["generation"] = {"spec": asdict(ctx.adapter.generation_spec(loaded.config)), "max_new_tokens": int(ref_outputs["generated/tokens"].shape[1])}
     else:
         description["task"] = _pack_task(data, ref_outputs)
     pack.finish(description)
@@ -124,7 +135,13 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     exported = upstream.export.files
     ref_files = {c: p.name for c, p in exported.items()}
     data = eval_data(ctx.recipe.eval.set, ctx.recipe.eval.samples, ctx.adapter.family, bundled=is_bundled(ctx.model_dir), near=Path(ctx.resolved.recipe_path))
+    # Graphs are run here, never the torch model: what needs it (latency feeds: a generative model's image
+    # token count runs its vision tower) is computed first, then its weights, the largest object, are let go.
     loaded = ctx.loaded()
+    latency_feeds = {c: ctx.adapter.latency_feeds(loaded, c) for c in {**ref_files, **artifact.components}}
+    loaded = _without_weights(loaded)
+    ctx.release_weights()
+    gc.collect()
     metrics: dict[str, Any] = {}
     notes: list[str] = list(artifact.notes)
 
@@ -142,9 +159,13 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     np.savez_compressed(out / "reference_outputs.npz", **{k.replace("/", "__"): v for k, v in ref_outputs.items()})
     for key, value in ref_metrics.items():
         metrics[f"{key}.reference"] = value
-    _write_pack(ctx, pack, artifact, artifact_dir, data, ref_metrics, ref_outputs)
+    _write_pack(ctx, loaded, latency_feeds, pack, artifact, artifact_dir, data, ref_metrics, ref_outputs)
+    # The reference run is recorded (outputs, Polygraphy reference, pack): accuracy, drift and
+    # attribution reuse it, so its sessions are closed before the candidate's open.
+    del reference_run
+    gc.collect()
 
-    ref_latency = _latency(ctx, "ort-cpu", upstream.export.folder, ref_files)
+    ref_latency = _latency(ctx, latency_feeds, "ort-cpu", upstream.export.folder, ref_files)
     for c, lat in ref_latency.items():
         metrics[f"latency.reference.{c}.p50_ms"] = lat["p50_ms"]
         metrics[f"latency.reference.{c}.p90_ms"] = lat["p90_ms"]
@@ -171,13 +192,14 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
                 continue
             for name, value in drift(ref, cand_outputs[key]).items():
                 metrics[f"drift.{key.replace('/', '.')}.{name}"] = value
-        metrics.update(
-            deep.compare_candidate(
-                ctx.recipe.comparison, out, ctx.path("validate"), candidate_run, artifact_dir, artifact, exported, upstream.build.effective_plan_path, fp16_native=ctx.target.executes("fp16")
-            )
-        )
+        del cand_outputs
+        comparison = deep.compare_candidate(ctx.recipe.comparison, out, ctx.path("validate"), candidate_run, artifact_dir, artifact)
+        # Attribution opens its own sessions a chunk at a time (weights read from disk): the candidate's close first.
+        del candidate_run
+        gc.collect()
+        metrics.update(deep.attribute_candidate(ctx.recipe.comparison, out, comparison, artifact_dir, artifact, exported, upstream.build.effective_plan_path, fp16_native=ctx.target.executes("fp16")))
         repeat = _read_json(out / deep.COMPARISON_FILE).get("commands", {})
-        latency = _latency(ctx, artifact.backend, artifact_dir, artifact.components)
+        latency = _latency(ctx, latency_feeds, artifact.backend, artifact_dir, artifact.components)
         for c, lat in latency.items():
             metrics[f"latency.{c}.p50_ms"] = lat["p50_ms"]
             metrics[f"latency.{c}.p90_ms"] = lat["p90_ms"]

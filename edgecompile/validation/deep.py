@@ -41,30 +41,16 @@ def save_reference(recorder: ReferenceRecorder, out: Path) -> None:
     recorder.save(out / REFERENCE_DIR)
 
 
-def compare_candidate(
-    c: Any, out: Path, final: Path, run: ComponentRunner, artifact_dir: Path, artifact: Artifact, exported: dict[str, Path], effective_plan: Path, *, fp16_native: bool
-) -> dict[str, Any]:
-    """Polygraphy comparison and layer attribution of a candidate that runs here; returns metrics.
+def compare_candidate(c: Any, out: Path, final: Path, run: ComponentRunner, artifact_dir: Path, artifact: Artifact) -> dict[str, Any]:
+    """Polygraphy comparison of a candidate that runs here; writes comparison.json and returns it.
 
     ``c`` is the recipe's ComparisonSettings; ``out`` the staging directory being written and
-    ``final`` the validate directory it becomes (the repeat commands name the final one).
+    ``final`` the validate directory it becomes (the repeat commands name the final one). Layer
+    attribution is a separate step (:func:`attribute_candidate`) so that the caller can close the
+    candidate's sessions in between: attribution opens its own, a chunk of tensors at a time.
     """
     files = {comp: artifact_dir / f for comp, f in artifact.components.items()}
     result = compare_with_reference(out / REFERENCE_DIR, out / COMPARE_DIR, run, c, files)
-    metrics: dict[str, Any] = dict(comparison_metrics(result))
-    if c.layer_attribution and all(f.endswith(".onnx") for f in artifact.components.values()):
-        from edgecompile.plan.plan import PrecisionPlan
-        from edgecompile.validation.layer_attribution import attribute_build
-
-        plan = PrecisionPlan.load(effective_plan)
-        feeds = {comp: load_reference(out / REFERENCE_DIR, comp)[0][: c.layer_samples] for comp in result["components"]}
-        rows = attribute_build(exported, artifact_dir, artifact.components, list(plan.entries), feeds, fp16_native=fp16_native)
-        write_json(out / LAYERS_FILE, {"ranked_by": "added (isolated relative L2 error, artifact session options)", "layers": [r.to_json() for r in rows]})
-        for rank, row in enumerate(rows[:TOP_LAYERS]):
-            metrics[f"layers.top{rank + 1}"] = f"{row.component}/{row.node}"
-        if rows and rows[0].added is not None:
-            metrics["layers.max_added_error"] = rows[0].added
-        result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
     # Repeat lines run from the build directory (final.parent) with the backend's runner; ONNX artifacts only.
     from edgecompile.bundle.polygraphy_cmd import repeat_commands
 
@@ -72,6 +58,30 @@ def compare_candidate(
     write_json(out / COMPARISON_FILE, result)
     for comp, line in result["commands"].items():
         print(f"  repeat the {comp} comparison (in {final.parent}): {line}")
+    return result
+
+
+def attribute_candidate(
+    c: Any, out: Path, result: dict[str, Any], artifact_dir: Path, artifact: Artifact, exported: dict[str, Path], effective_plan: Path, *, fp16_native: bool
+) -> dict[str, Any]:
+    """The comparison's metrics, plus per-layer attribution when the recipe asks for it (layers.json,
+    and the top layers added to comparison.json). Feeds are the recorded reference run's, from disk."""
+    metrics: dict[str, Any] = dict(comparison_metrics(result))
+    if not (c.layer_attribution and all(f.endswith(".onnx") for f in artifact.components.values())):
+        return metrics
+    from edgecompile.plan.plan import PrecisionPlan
+    from edgecompile.validation.layer_attribution import attribute_build
+
+    plan = PrecisionPlan.load(effective_plan)
+    feeds = {comp: load_reference(out / REFERENCE_DIR, comp)[0][: c.layer_samples] for comp in result["components"]}
+    rows = attribute_build(exported, artifact_dir, artifact.components, list(plan.entries), feeds, fp16_native=fp16_native)
+    write_json(out / LAYERS_FILE, {"ranked_by": "added (isolated relative L2 error, artifact session options)", "layers": [r.to_json() for r in rows]})
+    for rank, row in enumerate(rows[:TOP_LAYERS]):
+        metrics[f"layers.top{rank + 1}"] = f"{row.component}/{row.node}"
+    if rows and rows[0].added is not None:
+        metrics["layers.max_added_error"] = rows[0].added
+    result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
+    write_json(out / COMPARISON_FILE, result)
     return metrics
 
 

@@ -38,8 +38,11 @@ def test_fp32_fusion_matches_every_layer_and_torch(exported, tmp_path: Path) -> 
     fused, report = fuse_decoder(onnx.load(str(path)))
     ops = [n.op_type for n in fused.graph.node]
     assert report.attentions == LAYERS and ops.count("GroupQueryAttention") == LAYERS
-    assert report.rms_norms == 2 * LAYERS + 1 and report.skip_norms == 2 * LAYERS
-    assert not {"Softmax", "Pow", "ReduceMean", "Neg", "Concat"} & set(ops)  # attention, rotary and RMSNorm ops are gone
+    # Every RMSNorm after a residual Add fuses; the first layer's lone one stays unfused at opset 18.
+    assert report.rms_norms == 2 * LAYERS and report.skip_norms == 2 * LAYERS
+    assert ops.count("Pow") == 1 and ops.count("ReduceMean") == 1
+    assert not {"Softmax", "Neg", "Concat", "SimplifiedLayerNormalization"} & set(ops)  # attention and rotary ops are gone
+    onnx.checker.check_model(fused, full_check=True)  # default-domain ops all have ONNX schemas
     assert [i.name for i in fused.graph.input] == [i.name for i in onnx.load(str(path)).graph.input]
     onnx.save(fused, str(tmp_path / "fused.onnx"))
     parity = decoder_parity(module, layout, tmp_path / "fused.onnx", prompt_length=7, decode_steps=4)
@@ -73,7 +76,7 @@ def test_graph_without_cache_or_pattern_is_left_alone(exported) -> None:  # noqa
         if node.op_type == "Neg":
             node.op_type = "Identity"
     fused, report = fuse_decoder(no_neg)
-    assert report.attentions == 0 and len(report.skipped) == LAYERS and report.rms_norms == 2 * LAYERS + 1
+    assert report.attentions == 0 and len(report.skipped) == LAYERS and report.rms_norms == 2 * LAYERS
     assert fusion_parity(no_neg, fused) > 0.99999
     # Attention the fusion would get wrong (Sigmoid instead of Softmax): parity fails, the graph is kept.
     for node in graph.graph.node:
@@ -82,3 +85,18 @@ def test_graph_without_cache_or_pattern_is_left_alone(exported) -> None:  # noqa
             del node.attribute[:]
     model, note = prepare_decoder(graph, "decoder")
     assert model is graph and note is not None and "lost parity" in note, note
+
+
+def test_lone_rms_norm_becomes_onnx_rms_normalization_at_opset_23(exported) -> None:  # noqa: ANN001
+    graph = onnx.load(str(exported[2]))
+    at23 = onnx.ModelProto()
+    at23.CopyFrom(graph)
+    for o in at23.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = 23
+    at23.ir_version = max(at23.ir_version, 10)
+    fused, report = fuse_decoder(at23)
+    ops = [n.op_type for n in fused.graph.node]
+    assert report.rms_norms == 2 * LAYERS + 1 and ops.count("RMSNormalization") == 1 and "Pow" not in ops
+    onnx.checker.check_model(fused, full_check=True)
+    assert fusion_parity(at23, fused) > 0.99999

@@ -32,13 +32,7 @@ def test_every_onnx_file_the_build_writes_passes_the_onnx_checker(tmp_path_facto
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as exc:
             failures[str(path.relative_to(build))] = str(exc).splitlines()[0]
-    # Known, and not ours to hide: ONNX Runtime registers SimplifiedLayerNormalization (the fused RMSNorm
-    # the ORT CPU decoder uses where no residual Add precedes it) only in the default domain, where the
-    # ONNX checker has no schema for it. Anything else failing is a bug.
-    known = {k: v for k, v in failures.items() if "SimplifiedLayerNormalization" in v and Path(k).name in ("decoder.onnx", "genai_model.onnx")}
-    assert {k: v for k, v in failures.items() if k not in known} == {}
-    if known:
-        pytest.xfail(f"onnx.checker has no schema for ORT's SimplifiedLayerNormalization: {sorted(known)}")
+    assert failures == {}
 
 
 def test_the_clip_bundle_describes_its_io_and_preprocessing(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -5,8 +5,12 @@ token per step their launch cost is as large as the INT4 MatMuls themselves. onn
 optimizer only knows TorchScript-era exports (its rotary-attention fusion does not match this graph),
 so the rewrite is done here, matching the graph ``decoder_export.DecoderWithCache`` produces:
 
-* RMSNorm (Pow, ReduceMean, Add eps, Sqrt, Reciprocal, Mul, Mul weight) -> SimplifiedLayerNormalization,
-  and, where a residual Add feeds it, SkipSimplifiedLayerNormalization (the Add's sum is its 4th output);
+* RMSNorm (Pow, ReduceMean, Add eps, Sqrt, Reciprocal, Mul, Mul weight), where a residual Add feeds it,
+  -> com.microsoft SkipSimplifiedLayerNormalization (the Add's sum is its 4th output). A lone RMSNorm
+  (the first layer's, fed by the embedding) becomes ONNX RMSNormalization when the graph's opset has
+  it (23+) and is otherwise left as it is: ONNX Runtime registers SimplifiedLayerNormalization only in
+  the default domain, where onnx.checker has no schema for it (and refuses it in com.microsoft), so
+  fusing it would leave a decoder.onnx no ONNX tool accepts, to save six small ops once per step;
 * per layer, rotate-half RoPE on Q and K + causal grouped-query attention over ``past`` concatenated
   with the new K/V -> com.microsoft GroupQueryAttention (do_rotary, BNSH past/present kept as the
   graph's inputs/outputs, so the interface of the decoder does not change);
@@ -31,6 +35,7 @@ from edgecompile.backends.ort_cpu.decoder_attention import fuse_attention, pack_
 from edgecompile.backends.ort_cpu.fusion_graph import FusionGraph, FusionReport
 
 _MS = "com.microsoft"
+_RMS_NORMALIZATION_OPSET = 23  # ONNX RMSNormalization (float stash, normalized over the last axis)
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):  # noqa: ANN001, ANN202
@@ -48,8 +53,9 @@ def _other(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
-def fuse_rms_norms(g: FusionGraph, report: FusionReport) -> None:
-    """Pow(x,2) -> ReduceMean(-1) -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x) -> Mul(w) => SimplifiedLayerNormalization."""
+def fuse_rms_norms(g: FusionGraph, report: FusionReport, opset: int) -> None:
+    """Pow(x,2) -> ReduceMean(-1) -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x) -> Mul(w) => SkipSimplifiedLayerNormalization
+    (residual Add before it) or, at ``opset`` >= 23, RMSNormalization; otherwise the chain stays."""
     new_nodes: list[onnx.NodeProto] = []
     for pow_node in [n for n in g.graph.node if n.op_type == "Pow"]:
         x = pow_node.input[0]
@@ -64,8 +70,10 @@ def fuse_rms_norms(g: FusionGraph, report: FusionReport) -> None:
             norm = helper.make_node("SkipSimplifiedLayerNormalization", [add.input[0], add.input[1], weight], [out, "", "", x], name=f"{last.name}_skip_rms", domain=_MS, epsilon=eps)
             g.graph.node.remove(add)
             report.skip_norms += 1
+        elif opset >= _RMS_NORMALIZATION_OPSET:
+            norm = helper.make_node("RMSNormalization", [x, weight], [out], name=f"{last.name}_rms", axis=-1, epsilon=eps, stash_type=1)
         else:
-            norm = helper.make_node("SimplifiedLayerNormalization", [x, weight], [out], name=f"{last.name}_rms", axis=-1, epsilon=eps, stash_type=1)
+            continue
         last.output[0] = f"{out}__unfused"
         new_nodes.append(norm)
         report.rms_norms += 1
@@ -119,7 +127,7 @@ def fuse_decoder(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionReport]
     fused.CopyFrom(model)
     report = FusionReport()
     g = FusionGraph(fused.graph)
-    fuse_rms_norms(g, report)
+    fuse_rms_norms(g, report, next((o.version for o in fused.opset_import if o.domain in ("", "ai.onnx")), 0))
     g.refresh()
     fuse_attention(g, report)
     dead_code_elimination(g)  # the unfused chains still read the projections; pack_qkv wants them gone
