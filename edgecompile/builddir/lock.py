@@ -47,12 +47,20 @@ def _wait_s() -> float:
     return max(0.0, value)
 
 
-def _holder(path: Path) -> str:
-    try:
-        pid = path.read_text().strip()
-    except OSError:
-        return "another process"
-    return f"pid {pid}" if pid.isdigit() else "another process"
+def _holder(path: Path, settle_s: float = 1.0) -> str:
+    """The lock holder's pid. The holder writes it just after taking the lock, so an empty file is
+    read again for up to ``settle_s`` before the message falls back to "another process"."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            pid = path.read_text().strip()
+        except OSError:
+            return "another process"
+        if pid.isdigit():
+            return f"pid {pid}"
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.02)
 
 
 def _unwritable(build_dir: Path, exc: OSError) -> InputError:
