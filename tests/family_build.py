@@ -45,3 +45,19 @@ def build_family(root: Path, model: Path, name: str, gates: str, samples: int = 
     build = root / f"build-{name}"
     result = CliRunner().invoke(main, ["build", "--recipe", str(recipe), "--model", str(model), "--out", str(build)])
     return build, result.exit_code, result.output
+
+
+def assert_generative_build(build: Path, roles: set[tuple[str, str, str]], *, vision_parity: bool = True) -> None:
+    """What every generative family's tiny build must show: decoder export parity (prefill, decode,
+    greedy argmax), the vision encoder's parity, the expected (component, role, precision) plan
+    entries, and a passing verdict."""
+    import json
+
+    components = json.loads((build / "manifest.json").read_text())["stages"]["export"]["summary"]["components"]
+    parity = components["decoder"]["parity"]
+    assert parity["prefill_cosine"] > 0.99999 and parity["decode_cosine"] > 0.99999 and parity["argmax_agreement"] == 1.0
+    if vision_parity:
+        assert components["vision_encoder"]["parity"]["cosine"] > 0.99999
+    plan = json.loads((build / "annotate" / "plan.json").read_text())["entries"]
+    assert roles <= {(e["component"], e["role"], e["precision"]) for e in plan if e["weight"]}
+    assert json.loads((build / "report.json").read_text())["verdict"] == "pass"

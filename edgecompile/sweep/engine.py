@@ -151,6 +151,17 @@ def run_sweep(
         merged.append(entry)
         finish(point, {"name": point.name, "state": "merged", "merged_into": into.name, "build_dir": str(into.build_dir), "level": level, "why": why})
 
+    def merge_alike(group: list[_Point], key: Callable[[_Point], str], level: str) -> None:
+        """Merge every pending point of ``group`` into the first pending one with the same ``key``."""
+        owner: dict[str, _Point] = {}
+        for p in group:
+            if p.state != "pending":
+                continue
+            if key(p) in owner:
+                merge(p, owner[key(p)], level)
+            else:
+                owner[key(p)] = p
+
     def wave(phase: str, group: list[_Point], reuse: list[str], on_done: Callable[[_Point, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
         """Run a phase for ``group`` with retries; returns the successful results by point name."""
         attempts = {p.name: 0 for p in group}
@@ -198,28 +209,12 @@ def run_sweep(
     prepared.update(wave("prepare", rest, [*user_reuse, *siblings]))
 
     # 2. same build inputs: build once.
-    owner: dict[str, _Point] = {}
-    for p in pts:
-        if p.state != "pending":
-            continue
-        fp = prepared[p.name]["build_fingerprint"]
-        if fp in owner:
-            merge(p, owner[fp], "build inputs")
-        else:
-            owner[fp] = p
+    merge_alike(pts, lambda p: prepared[p.name]["build_fingerprint"], "build inputs")
     builders = [p for p in pts if p.state == "pending"]
     built = wave("build", builders, [*user_reuse, *siblings])
 
     # 3. byte-identical artifacts: validate and report once.
-    artifact_owner: dict[str, _Point] = {}
-    for p in builders:
-        if p.state != "pending":
-            continue
-        digest = built[p.name]["artifact_hash"]
-        if digest in artifact_owner:
-            merge(p, artifact_owner[digest], "artifact")
-        else:
-            artifact_owner[digest] = p
+    merge_alike(builders, lambda p: built[p.name]["artifact_hash"], "artifact")
     def validated(p: _Point, result: dict[str, Any]) -> None:  # reported as each point finishes
         p.state = "done"
         reused, skipped, ran = _stage_rows(p.stages)

@@ -26,11 +26,10 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from edgecompile.errors import InputError
 from edgecompile.models.adapter import Feeds
 from edgecompile.plan.plan import PlanEntry
 from edgecompile.transforms.base import TransformOutcome
-from edgecompile.transforms.scaling import Group, apply_scales, collect_stats, fake_quant_int4_weight, find_groups, relative_output_error, set_weight, weight_arrays
+from edgecompile.transforms.scaling import Group, apply_scales, group_stats, fake_quant_int4_weight, find_groups, relative_output_error, set_weight, weight_arrays
 
 ALPHA_GRID = tuple(round(i * 0.05, 2) for i in range(21))
 FIXED_ALPHA = 0.5
@@ -103,11 +102,7 @@ class AwqTransform:
         groups = find_groups(model, entries, "int4")
         if not groups:
             return TransformOutcome(model, [])
-        if feeds is None:
-            raise InputError(f"{self.name}: needs calibration samples for component {component}")
-        stats = collect_stats(model, [g.tensor for g in groups], feeds)
-        if not stats:
-            raise InputError(f"quantization.weight_transforms: {self.name} got no calibration samples for component {component}")
+        stats = group_stats(self.name, model, component, groups, feeds)
         modules = {e.node: e.module for e in entries}
         layers = []
         for group in groups:

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgecompile.errors import InputError
 from edgecompile.models.adapter import Feeds
 from edgecompile.plan.plan import PlanEntry
 
@@ -223,3 +224,14 @@ def set_weight(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
             init.CopyFrom(numpy_helper.from_array(value.astype(dtype), name))
             return
     raise KeyError(name)
+
+
+def group_stats(name: str, model: onnx.ModelProto, component: str, groups: list[Group], feeds: Callable[[], Iterable[Feeds]] | None) -> dict[str, Stats]:
+    """Calibration statistics of every group's input, or a named error when there are no samples
+    (the scaling transforms, SmoothQuant and AWQ, cannot choose scales without them)."""
+    if feeds is None:
+        raise InputError(f"{name}: needs calibration samples for component {component}")
+    stats = collect_stats(model, [g.tensor for g in groups], feeds)
+    if not stats:
+        raise InputError(f"quantization.weight_transforms: {name} got no calibration samples for component {component}")
+    return stats

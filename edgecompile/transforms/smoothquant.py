@@ -30,9 +30,8 @@ import onnx
 
 from edgecompile.models.adapter import Feeds
 from edgecompile.plan.plan import PlanEntry
-from edgecompile.errors import InputError
 from edgecompile.transforms.base import TransformOutcome
-from edgecompile.transforms.scaling import apply_scales, collect_stats, fake_quant_int8_weight, find_groups, relative_output_error, weight_arrays
+from edgecompile.transforms.scaling import apply_scales, group_stats, fake_quant_int8_weight, find_groups, relative_output_error, weight_arrays
 
 ALPHA_GRID = tuple(round(i * 0.05, 2) for i in range(21))
 FIXED_ALPHA = 0.5
@@ -72,11 +71,7 @@ class SmoothQuantTransform:
         groups = find_groups(model, entries, "int8", layernorm_only=True)
         if not groups:
             return TransformOutcome(model, [])
-        if feeds is None:
-            raise InputError(f"{self.name}: needs calibration samples for component {component}")
-        stats = collect_stats(model, [g.tensor for g in groups], feeds)
-        if not stats:
-            raise InputError(f"quantization.weight_transforms: {self.name} got no calibration samples for component {component}")
+        stats = group_stats(self.name, model, component, groups, feeds)
         layers = []
         for group in groups:
             st = stats[group.tensor]

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from edgecompile.backends.common.export_shapes import signature_shaped
 from edgecompile.errors import InputError
 from edgecompile.models.adapter import ComponentSpec
 from edgecompile.plan.plan import PlanEntry
@@ -61,19 +62,7 @@ def by_signature(spec: ComponentSpec, per_input: dict[str, Any]) -> tuple[Any, .
     tuple for all the cache tensors: a dict keyed by the component's input names (``past_key_0``...)
     is refused for a KV-cache decoder ("dynamic_shapes keys do not match the arguments").
     """
-    import inspect
-
-    values = [per_input.get(n) or None for n in spec.input_names]
-    out: list[Any] = []
-    i = 0
-    for p in inspect.signature(spec.module.forward).parameters.values():
-        if p.kind == inspect.Parameter.VAR_POSITIONAL:
-            out.append(tuple(values[i:]))
-            i = len(values)
-        elif p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) and i < len(values):
-            out.append(values[i])
-            i += 1
-    return tuple(out)
+    return signature_shaped(spec, [per_input.get(n) or None for n in spec.input_names])
 
 
 def export_program(spec: ComponentSpec) -> Any:

@@ -14,10 +14,10 @@ XNNPACK and ExecuTorch's memory planner need an upper bound on every dynamic dim
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
+from edgecompile.backends.common.export_shapes import signature_shaped
 from edgecompile.models.adapter import ComponentSpec
 
 DEFAULT_MAX_LENGTH = 1024
@@ -60,17 +60,7 @@ def dynamic_shapes(spec: ComponentSpec, label_bounds: dict[str, tuple[int, int]]
 
     dims = {label: torch.export.Dim(label, min=lo, max=hi) for label, (lo, hi) in label_bounds.items()}
     per_input = [{axis: dims[label] for axis, label in spec.dynamic_axes.get(n, {}).items() if label in dims} or None for n in spec.input_names]
-    params = list(inspect.signature(spec.module.forward).parameters.values())
-    out: list[Any] = []
-    i = 0
-    for p in params:
-        if p.kind == inspect.Parameter.VAR_POSITIONAL:
-            out.append(tuple(per_input[i:]))
-            i = len(per_input)
-        elif p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) and i < len(per_input):
-            out.append(per_input[i])
-            i += 1
-    return tuple(out)
+    return signature_shaped(spec, per_input)
 
 
 def export_component(module: Any, spec: ComponentSpec, example: tuple[Any, ...], label_bounds: dict[str, tuple[int, int]]) -> tuple[Any, dict[str, tuple[int, int]]]:
