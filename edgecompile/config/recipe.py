@@ -147,6 +147,22 @@ class Comparison(Strict):
     layer_samples: int = Field(default=4, ge=1, le=256)
 
 
+class ModelOptions(Strict):
+    """Adapter settings that change what is exported, set per recipe rather than per checkpoint."""
+
+    # (rows, cols) of the fixed image-tile grid the tiling families export (LLaVA-NeXT/OneVision
+    # anyres, Idefics3/SmolVLM image splitting); None keeps the adapter's default (2x2, capped by
+    # what the checkpoint's processor allows). Other families refuse it.
+    tile_grid: tuple[int, int] | None = None
+
+    @field_validator("tile_grid")
+    @classmethod
+    def _small_grid(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(1 <= v <= 8 for v in value):
+            raise ValueError(f"expected [rows, cols] with each between 1 and 8, got {list(value)}")
+        return value
+
+
 class Fallback(Strict):
     """Automatic precision fallback after a failed validation (edgecompile.search.fallback).
 
@@ -175,6 +191,7 @@ class Recipe(Strict):
     # outside the folders the resolver searches (``../`` or ``/etc/...``).
     target: str
     model: str | None = None
+    model_options: ModelOptions = ModelOptions()
 
     @field_validator("target")
     @classmethod
