@@ -23,12 +23,13 @@ def zoo(paths: bool, as_json: bool) -> None:
     if as_json:
         emit_json({"models": [{"name": m.name, "kind": m.kind, "task": m.card.task, "eval_accuracy": m.card.eval_accuracy, "eval_count": m.card.eval_count, "parameters": m.card.parameters, "path": str(m.path)} for m in models]})
         return
-    header = f"{'name':<14} {'kind':<13} {'task':<26} {'accuracy':>8} {'eval n':>6} {'params':>9}"
+    width = max(14, *(len(m.name) for m in models))
+    header = f"{'name':<{width}} {'kind':<13} {'task':<26} {'accuracy':>8} {'eval n':>6} {'params':>9}"
     click.echo(header)
     click.echo("-" * len(header))
     for m in models:
         c = m.card
-        click.echo(f"{m.name:<14} {m.kind:<13} {c.task:<26} {c.eval_accuracy:>8.3f} {c.eval_count:>6} {c.parameters:>9,}")
+        click.echo(f"{m.name:<{width}} {m.kind:<13} {c.task:<26} {c.eval_accuracy:>8.3f} {c.eval_count:>6} {c.parameters:>9,}")
         if paths:
             click.echo(f"  {m.path}")
     sys.stdout.flush()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -70,3 +70,15 @@ class ModelAdapter(Protocol):
     def evaluate(self, loaded: LoadedModel, run: ComponentRunner, eval_data: Any) -> dict[str, float]: ...
 
     def latency_feeds(self, loaded: LoadedModel, component: str) -> Feeds: ...
+
+
+@runtime_checkable
+class TilingAdapter(Protocol):
+    """A family that exports a fixed grid of image tiles (LLaVA-NeXT/OneVision anyres, Idefics3 splitting).
+
+    The registry hands it a recipe's ``model_options.tile_grid``; other families refuse that field.
+    ``set_tile_grid`` checks the grid against the checkpoint at once (an InputError naming the
+    file and the grids it allows), so a refused recipe stops before any stage runs.
+    """
+
+    def set_tile_grid(self, grid: tuple[int, int], path: Path) -> None: ...

@@ -9,6 +9,8 @@ a newline after each row, then the global tile's block. Here the grid is fixed â
 ``pixel_attention_mask`` is all ones and therefore not an input, the tower's position ids are the
 plain 0..N-1 (what its bucketized fractional coordinates reduce to for an unpadded tile), and the
 vision graph has one output length, ``(rows*cols + 1) * image_seq_len``.
+A recipe's ``model_options.tile_grid`` replaces ``preferred_grid`` and is strict: a grid beyond
+the processor's cap (or any grid when it does not split images) is refused before any stage runs.
 
 ``vision_encoder``: pixel_values [batch, rows*cols + 1, 3, S, S] -> image_features [batch, tokens, hidden]
 (patch conv, position table, encoder, post-norm, pixel shuffle, modality projection inside the graph).
@@ -55,6 +57,7 @@ class Idefics3Adapter(GenerativeAdapter):
     model_types = ("idefics3",)
     image_processor_class = "Idefics3ImageProcessorPil"
     preferred_grid = (2, 2)
+    tile_grid: tuple[int, int] | None = None  # the recipe's model_options.tile_grid; exact, no capping
 
     def _model_class(self) -> Any:
         from transformers import Idefics3ForConditionalGeneration
@@ -79,16 +82,36 @@ class Idefics3Adapter(GenerativeAdapter):
         return int(loaded.config.vision_config.image_size)
 
     def grid(self, loaded: LoadedModel) -> tuple[int, int]:
-        """(rows, cols): ``preferred_grid`` capped by how many tiles the processor's ``size.longest_edge`` allows."""
-        processor = loaded.processor.image_processor
-        tile = self.tile_size(loaded)
+        """(rows, cols): the recipe's ``tile_grid``, else ``preferred_grid`` capped by how many tiles the processor's ``size.longest_edge`` allows."""
+        return self._grid(loaded.processor.image_processor, self.tile_size(loaded), loaded.path)
+
+    def set_tile_grid(self, grid: tuple[int, int], path: Any) -> None:
+        """Export exactly ``grid``; one the checkpoint's image processor does not allow is refused now, before export."""
+        import transformers
+
+        self.tile_grid = (int(grid[0]), int(grid[1]))
+        try:
+            processor = getattr(transformers, self.image_processor_class).from_pretrained(path)
+            tile = int(transformers.AutoConfig.from_pretrained(path).vision_config.image_size)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InputError(f"{path}: cannot read the image processor and vision config to check model_options.tile_grid: {type(exc).__name__}: {exc}") from None
+        self._grid(processor, tile, path)
+
+    def _grid(self, processor: Any, tile: int, path: Any) -> tuple[int, int]:
+        source = f"{path}/preprocessor_config.json"
         max_tile = int((getattr(processor, "max_image_size", None) or {}).get("longest_edge", tile))
         if max_tile != tile:
-            raise InputError(f"{loaded.path / 'preprocessor_config.json'}: max_image_size.longest_edge: {max_tile} differs from the vision tower's image_size {tile}; expected them equal")
+            raise InputError(f"{source}: max_image_size.longest_edge: {max_tile} differs from the vision tower's image_size {tile}; expected them equal")
         if not getattr(processor, "do_image_splitting", True):
+            if self.tile_grid is not None:
+                raise InputError(f"recipe: model_options.tile_grid: {list(self.tile_grid)} asks for image tiles, but {source} sets do_image_splitting false (the global image only); expected tile_grid unset")
             return (0, 0)  # the global tile only
-        longest = int((getattr(processor, "size", None) or {}).get("longest_edge", tile * max(self.preferred_grid)))
+        longest = int((getattr(processor, "size", None) or {}).get("longest_edge", tile * max(self.tile_grid or self.preferred_grid)))
         cap = max(1, longest // tile)
+        if self.tile_grid is not None:
+            if max(self.tile_grid) > cap:
+                raise InputError(f"recipe: model_options.tile_grid: {list(self.tile_grid)} exceeds what {source} allows (size.longest_edge {longest} px = {cap} tiles of {tile} px per side); expected rows and cols of at most {cap}")
+            return self.tile_grid
         return (min(self.preferred_grid[0], cap), min(self.preferred_grid[1], cap))
 
     def tiles(self, loaded: LoadedModel) -> int:

@@ -11,6 +11,8 @@ resized to exactly that grid's resolution on the host, so nothing is padded, unp
 ``image_sizes`` is a constant and the vision graph has one output length:
 ``h*w + rows*h * (cols*w + 1)`` tokens for tiles of ``h x w`` patches (OneVision's "anyres_max_N"
 downsampling applies as a fixed-size bilinear resize when the grid exceeds N tiles).
+A recipe's ``model_options.tile_grid`` replaces ``preferred_grid`` and is strict: it must be one
+of the checkpoint's pinpoint grids, else the build is refused before any stage runs.
 
 ``vision_encoder``: pixel_values [batch, 1 + rows*cols, 3, S, S] -> image_features [batch, tokens, hidden]
 (tower, feature layer/strategy, projector, tile packing and newlines all inside the graph).
@@ -79,6 +81,14 @@ class AnyresAdapter(GenerativeAdapter):
     image_processor_class = ""
     max_tiles_from_config = False
     preferred_grid = (2, 2)  # tiles (rows, cols) exported when the checkpoint's pinpoints include it
+    tile_grid: tuple[int, int] | None = None  # the recipe's model_options.tile_grid; exact, no fallback
+
+    def set_tile_grid(self, grid: tuple[int, int], path: Any) -> None:
+        """Export exactly ``grid``; one the checkpoint's pinpoints do not allow is refused now, before export."""
+        from transformers import AutoConfig
+
+        self.tile_grid = (int(grid[0]), int(grid[1]))
+        self.grid(AutoConfig.from_pretrained(path))
 
     def load_processor(self, path: Any, trust_remote_code: bool = False) -> Any:
         return load_parts(path, self.image_processor_class, "<image>", trust_remote_code)
@@ -87,7 +97,7 @@ class AnyresAdapter(GenerativeAdapter):
         return int(getattr(config, "image_token_id", None) if getattr(config, "image_token_id", None) is not None else config.image_token_index)
 
     def grid(self, config: Any) -> tuple[int, int]:
-        """(rows, cols) of the fixed tile grid: ``preferred_grid`` if it is a pinpoint, else the largest pinpoint within it."""
+        """(rows, cols) of the fixed tile grid: the recipe's ``tile_grid`` (must be a pinpoint), else ``preferred_grid`` if it is one, else the largest pinpoint within it."""
         tile = int(config.vision_config.image_size)
         grids = []
         for pinpoint in config.image_grid_pinpoints or []:
@@ -97,6 +107,11 @@ class AnyresAdapter(GenerativeAdapter):
             grids.append((h // tile, w // tile))
         if not grids:
             raise InputError("config.json: image_grid_pinpoints: expected at least one [height, width] grid for anyres tiling")
+        if self.tile_grid is not None:
+            if self.tile_grid not in grids:
+                allowed = ", ".join(f"[{r}, {c}]" for r, c in sorted(set(grids)))
+                raise InputError(f"recipe: model_options.tile_grid: {list(self.tile_grid)} is not a grid of the checkpoint's config.json image_grid_pinpoints ({tile}-px tiles); expected one of {allowed}")
+            return self.tile_grid
         if self.preferred_grid in grids:
             return self.preferred_grid
         within = [g for g in grids if g[0] <= self.preferred_grid[0] and g[1] <= self.preferred_grid[1]]

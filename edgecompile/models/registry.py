@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 from edgecompile.errors import InputError
-from edgecompile.models.adapter import ModelAdapter
+from edgecompile.models.adapter import ModelAdapter, TilingAdapter
 
 
 # One line per family: "module:AdapterClass". Importing an adapter module never needs an optional
@@ -59,14 +60,26 @@ def model_type_of(path: Path) -> str:
     return model_type
 
 
-def adapter_for(path: Path) -> ModelAdapter:
-    """The adapter for the checkpoint in ``path``; a clear error for unsupported families."""
+def adapter_for(path: Path, options: Any = None) -> ModelAdapter:
+    """The adapter for the checkpoint in ``path``, set up with a recipe's ``model_options``; a clear error for unsupported families."""
     model_type = model_type_of(path)
     for adapter in _adapters():
         if model_type in adapter.model_types:
+            _apply_options(adapter, model_type, path, options)
             return adapter
     supported = ", ".join(supported_model_types())
     if model_type in _NOT_YET:
         family, nearest = _NOT_YET[model_type]
         raise InputError(f"{path / 'config.json'}: model_type: '{model_type}' ({family}) is not supported yet; the nearest supported family is {nearest}; supported: {supported}")
     raise InputError(f"{path / 'config.json'}: model_type: '{model_type}' is not supported; expected one of {supported}")
+
+
+def _apply_options(adapter: ModelAdapter, model_type: str, path: Path, options: Any) -> None:
+    """Hand the recipe's adapter settings (``edgecompile.config.recipe.ModelOptions``) to the adapter, or refuse them."""
+    grid = getattr(options, "tile_grid", None)
+    if grid is None:
+        return
+    if not isinstance(adapter, TilingAdapter):
+        tiling = sorted(t for a in _adapters() if isinstance(a, TilingAdapter) for t in a.model_types)
+        raise InputError(f"recipe: model_options.tile_grid: set to {list(grid)}, but the '{model_type}' family ({path / 'config.json'}) does not cut images into tiles; expected it unset (tiling families: {', '.join(tiling)})")
+    adapter.set_tile_grid(tuple(grid), path)

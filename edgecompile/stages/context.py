@@ -121,7 +121,7 @@ class BuildContext:
         ref = model or resolved.recipe.model or default_model()
         model_dir = resolve_model(ref)
         check_safetensors_only(model_dir)
-        adapter = adapter_for(model_dir)
+        adapter = adapter_for(model_dir, resolved.recipe.model_options)
         check_gates(resolved, adapter.family)  # before anything is written: a refused recipe leaves no build directory
         get_backend(resolved.target.backend).preflight(adapter, resolved)  # a model the backend cannot build: refused before export
         calibration = _calibration_size(resolved)
@@ -155,7 +155,7 @@ class BuildContext:
         if not model_dir.is_dir():
             model_dir = resolve_model(record["model"])
         check_safetensors_only(model_dir)
-        adapter = adapter_for(model_dir)
+        adapter = adapter_for(model_dir, resolved.recipe.model_options)
         check_gates(resolved, adapter.family)
         calibration = _calibration_size(resolved)
         read_manifest(build_dir)  # a corrupt manifest is named now, before any stage

@@ -19,7 +19,11 @@ class ExportStage(Stage):
     output_type = ExportedGraphs
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
-        return {"model": hash_tree(ctx.model_dir), "adapter": type(ctx.adapter).__name__, "opset": ctx.recipe.opset}
+        inputs = {"model": hash_tree(ctx.model_dir), "adapter": type(ctx.adapter).__name__, "opset": ctx.recipe.opset}
+        options = ctx.recipe.model_options.model_dump(mode="json", exclude_defaults=True)
+        if options:  # a tile grid changes the exported graphs; unset options keep older fingerprints valid
+            inputs["model_options"] = options
+        return inputs
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         summary: dict[str, Any] = {"family": ctx.adapter.family, "components": {}}

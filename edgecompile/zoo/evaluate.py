@@ -48,12 +48,13 @@ def evaluate_clip(model_dir: Path, count: int, seed: int = 0) -> float:
 @torch.no_grad()
 def llava_answers(model_dir: Path, images: list, questions: list[str],
                   batch: int = 50) -> list[str]:
-    """Greedy answers (up to 3 new tokens) of a generative VLM loaded from `model_dir`."""
-    from transformers import LlavaForConditionalGeneration
+    """Greedy answers (up to 3 new tokens) of a generative VLM loaded from `model_dir`.
 
+    The model class follows config.json (`llava` or `llava_next`); both bundled VLMs share the prompt.
+    """
     from edgecompile.zoo.llava_parts import prompt
 
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+    model = _vlm_class(model_dir).from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
     answers: list[str] = []
     for i in range(0, len(images), batch):
@@ -67,12 +68,25 @@ def llava_answers(model_dir: Path, images: list, questions: list[str],
     return [a.strip() for a in answers]
 
 
-def evaluate_llava(model_dir: Path, count: int, seed: int = 0) -> float:
-    """Exact-match accuracy of greedy answers on `count` eval questions."""
+def _vlm_class(model_dir: Path) -> type:
+    from transformers import AutoConfig, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+    classes = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
+    model_type = AutoConfig.from_pretrained(model_dir).model_type
+    if model_type not in classes:
+        raise ValueError(f"{model_dir / 'config.json'}: model_type {model_type!r}: expected one of {', '.join(classes)}")
+    return classes[model_type]
+
+
+def evaluate_llava(model_dir: Path, count: int, seed: int = 0, size: int = 96) -> float:
+    """Exact-match accuracy of greedy answers on `count` eval questions rendered at `size` pixels.
+
+    shapes-llava-next's card uses size 192, its grid's native resolution (one image = 2x2 tiles).
+    """
     from edgecompile.data.eval_sets import vqa_eval_set
     from edgecompile.data.evaluators import exact_match
 
-    samples = vqa_eval_set(count, seed=seed)
+    samples = vqa_eval_set(count, seed=seed, size=size)
     predictions = llava_answers(Path(model_dir), [s.image for s in samples],
                                 [s.question for s in samples])
     return exact_match(predictions, [s.answer for s in samples])

@@ -21,6 +21,7 @@ _BUNDLED: dict[str, str] = {
     DEFAULT_DUAL_ENCODER: "dual_encoder",
     DEFAULT_GENERATIVE: "generative",
     "shapes-clip-l": "dual_encoder",  # ViT 6x192: large enough for INT4 weights to cost accuracy (seed 002)
+    "shapes-llava-next": "generative",  # LLaVA-NeXT anyres 2x2, 192 image tokens, 8-layer GQA decoder (issues 17, 22)
 }
 
 
