@@ -106,7 +106,9 @@ def annotate(graphs: dict[str, onnx.ModelProto], rules: tuple[tuple[str, Precisi
                 if not rule.match.matches(component, info):
                     continue
                 table = rule.precision == "int4" and info.op_type == "Gather" and info.role == "embeddings"  # INT4 embedding table: GatherBlockQuantized (backends.base.adapt_plan)
-                if not table and rule.precision in INTEGER and (info.weight is None or info.op_type not in WEIGHT_OPS):
+                # The KV cache (role kv_cache) is INT8 only where a rule names the role: a blanket INT8 rule means weights.
+                cache = info.role == "kv_cache" and rule.precision == "int8" and rule.match.role == "kv_cache"
+                if not table and not cache and rule.precision in INTEGER and (info.weight is None or info.op_type not in WEIGHT_OPS):
                     continue
                 if not table and rule.precision == "int4" and info.op_type != "MatMul":
                     continue  # MatMulNBits replaces MatMul only

@@ -26,6 +26,7 @@ ROLES = (
     "projector",
     "embeddings",
     "lm_head",
+    "kv_cache",
     "other",
 )
 
@@ -97,6 +98,8 @@ def classify(node: onnx.NodeProto, initializers: set[str], patterns: RolePattern
 
 def _role(node: onnx.NodeProto, module: str, module_class: str, weight: str | None, patterns: RolePatterns = ()) -> str:
     op = node.op_type
+    if op == "Concat" and node.output and node.output[0].startswith(("present_key_", "present_value_")):
+        return "kv_cache"  # Concat(past, new) -> present: the decoder's KV cache (decoder_export's names)
     if op == "Softmax":
         return "softmax"
     if op in {"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"} or re.search(r"(norm|layrnorm)\b|LayerNorm|RMSNorm", module_class + "." + module.rsplit(".", 1)[-1]):

@@ -86,6 +86,8 @@ class PrecisionRule(BaseModel):
             raise ValueError("activations (dynamic | static) is for precision int4 (INT8 activations are always calibrated)")
         if self.granularity == "per_block" and self.precision != "int4":
             raise ValueError("granularity per_block is for precision int4 (INT8 takes per_tensor or per_channel)")
+        if self.match.role == "kv_cache" and self.precision not in (None, "fp32", "int8"):
+            raise ValueError("role kv_cache takes precision int8 (GroupQueryAttention's INT8 cache, per_channel or per_tensor scales) or fp32")
         if self.block_size is not None and self.block_size & (self.block_size - 1):
             raise ValueError("block_size must be a power of two (16, 32, 64, 128, 256)")
         return self

@@ -6,6 +6,9 @@ are spliced into the prompt's embeddings at the image-token positions (what the 
 its forward), the prompt is prefilled from an empty cache, then one token at a time is decoded feeding
 back the cache. The same code drives the float reference graphs and every compiled artifact, so
 validation compares like with like; tokens stream through an iterator (or a callback) as they come.
+A runner that offers ``fast_decoder`` (ONNX Runtime CPU, a GroupQueryAttention decoder) is driven
+through that instead: the same tokens, with one shared in-place cache and I/O binding
+(``runtime.ort_decode``); every other runner takes the generic loop.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from edgecompile.models.adapter import ComponentRunner
 
 SPEC_FILE = "generation.json"
+CACHE_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class GenerationSpec:
     # from generation.json without the adapter.
     position_layout: str = "1d"
     image_grid: tuple[int, int] = (0, 0)
+    # The decoder's KV cache dtype: "float32", or "int8" where the build quantized the cache
+    # (GroupQueryAttention with kv_cache_bit_width=8, plan role kv_cache). Empty caches are made in it.
+    cache_dtype: str = "float32"
 
     def position_ids(self, start: int, count: int) -> np.ndarray:
         """Position ids of ``count`` text tokens from position index ``start`` (batch 1); for a prompt with an image see :meth:`prompt_position_ids`."""
@@ -84,7 +91,13 @@ class GenerationSpec:
         return [n for i in range(self.layers) for n in (f"present_key_{i}", f"present_value_{i}")]
 
     def empty_past(self) -> dict[str, np.ndarray]:
-        return {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32) for n in self.past_names()}
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"generation.json: cache_dtype: '{self.cache_dtype}' is not known to this runtime; expected one of {', '.join(CACHE_DTYPES)}")
+        return {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=CACHE_DTYPES[self.cache_dtype]) for n in self.past_names()}
+
+    def cache_bytes(self, positions: int) -> int:
+        """Bytes of the whole KV cache (every layer, keys and values) holding ``positions`` tokens (scales not counted)."""
+        return 2 * self.layers * self.kv_heads * positions * self.head_dim * np.dtype(CACHE_DTYPES[self.cache_dtype]).itemsize
 
     def save(self, directory: Path) -> None:
         (directory / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1))
@@ -105,6 +118,7 @@ class GenerationResult:
     decode_s: float
     first_logits: np.ndarray = field(repr=False)
     stopped_by: str = "length"
+    cache_bytes: int | None = None  # the KV cache's bytes: the preallocated buffer (ORT CPU fast path) or the last step's cache
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -139,6 +153,10 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         embeds = splice_image_features(ids, embeds, features, spec.image_token_id)
     length = ids.shape[1]
     positions, delta = spec.prompt_position_ids(ids)
+    fast = run.fast_decoder(spec.layers, length + max_new_tokens) if hasattr(run, "fast_decoder") else None
+    if fast is not None:
+        yield from _stream_fast(fast, spec, embeds, positions, delta, max_new_tokens, stats, start)
+        return
     feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": positions, **spec.empty_past()}
     stats.update(prompt_tokens=length, stopped_by="length", decode_s=0.0)
     decode_start = 0.0
@@ -152,6 +170,7 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
             decode_start = time.perf_counter()
         else:
             stats["decode_s"] = time.perf_counter() - decode_start
+        stats["cache_bytes"] = sum(out[q].nbytes for q in spec.present_names())
         yield token
         if token in spec.eos_token_ids:
             stats["stopped_by"] = "eos"
@@ -165,6 +184,29 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         }
 
 
+def _stream_fast(decoder, spec: GenerationSpec, embeds: np.ndarray, positions: np.ndarray, delta: int, max_new_tokens: int, stats: dict, start: float) -> Iterator[int]:  # noqa: ANN001 - runtime.ort_decode.OrtDecoder
+    """:func:`stream_tokens`' loop on the ORT CPU fast path (shared in-place cache, I/O binding); same tokens, same stats."""
+    length = embeds.shape[1]
+    stats.update(prompt_tokens=length, stopped_by="length", decode_s=0.0)
+    stats["cache_bytes"] = decoder.cache_bytes
+    logits = decoder.prefill(embeds, positions)
+    decode_start = 0.0
+    for step in range(max_new_tokens):
+        token = int(np.argmax(logits))
+        if step == 0:
+            stats["time_to_first_token_s"] = time.perf_counter() - start
+            stats["first_logits"] = logits.astype(np.float32)
+            decode_start = time.perf_counter()
+        else:
+            stats["decode_s"] = time.perf_counter() - decode_start
+        yield token
+        if token in spec.eos_token_ids:
+            stats["stopped_by"] = "eos"
+            return
+        if step + 1 < max_new_tokens:
+            logits = decoder.step(token, spec.position_ids(length + step + delta, 1))
+
+
 def generate(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndarray, pixel_values: np.ndarray | None, max_new_tokens: int, on_token: Callable[[int], None] | None = None) -> GenerationResult:
     """Greedy decoding to EOS or ``max_new_tokens``; ``on_token`` is called with each token as it is produced."""
     stats: dict = {}
@@ -175,4 +217,4 @@ def generate(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndarray, 
             on_token(token)
     if not tokens:
         raise ValueError("max_new_tokens must be at least 1")
-    return GenerationResult(tokens, stats["prompt_tokens"], stats["time_to_first_token_s"], stats["decode_s"], stats["first_logits"], stats["stopped_by"])
+    return GenerationResult(tokens, stats["prompt_tokens"], stats["time_to_first_token_s"], stats["decode_s"], stats["first_logits"], stats["stopped_by"], stats.get("cache_bytes"))

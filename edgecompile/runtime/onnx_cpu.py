@@ -29,16 +29,58 @@ def cpu_session(path: Path | str | bytes, threads: int = 0) -> ort.InferenceSess
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
 
 
-def cpu_runner(directory: Path, files: dict[str, str]) -> ComponentRunner:
-    """Run ONNX components on ONNX Runtime CPU, one lazily opened session each; extra feeds are ignored."""
-    sessions: dict[str, ort.InferenceSession] = {}
+class CpuRunner:
+    """Run ONNX components on ONNX Runtime CPU, one lazily opened session each; extra feeds are ignored.
 
-    def run(component: str, feeds: Feeds) -> Outputs:
-        if component not in sessions:
-            sessions[component] = cpu_session(directory / files[component])
-        session = sessions[component]
+    A ``ComponentRunner`` (called with a component and its feeds) for every caller, plus
+    :meth:`fast_decoder`, which ``runtime.generate`` uses when the decoder is fused into
+    GroupQueryAttention: a shared in-place KV buffer and I/O binding instead of numpy round trips.
+    An empty cache fed in another dtype than the graph's (float32 zeros to an INT8 cache) is given
+    the graph's dtype: an empty cache has no values to convert.
+    """
+
+    def __init__(self, directory: Path, files: dict[str, str], threads: int = 0) -> None:
+        self.directory, self.files, self.threads = directory, files, threads
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        self._shares: bool | None = None
+
+    def session(self, component: str) -> ort.InferenceSession:
+        if component not in self.sessions:
+            self.sessions[component] = cpu_session(self.directory / self.files[component], self.threads)
+        return self.sessions[component]
+
+    def __call__(self, component: str, feeds: Feeds) -> Outputs:
+        session = self.session(component)
         names = [o.name for o in session.get_outputs()]
-        wanted = {i.name for i in session.get_inputs()}
-        return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in wanted}), strict=True))
+        wanted = {i.name: i.type for i in session.get_inputs()}
+        ready = {k: _as_input(v, wanted[k]) for k, v in feeds.items() if k in wanted}
+        return dict(zip(names, session.run(names, ready), strict=True))
 
-    return run
+    def fast_decoder(self, layers: int, max_length: int):  # noqa: ANN201 - OrtDecoder | None
+        """An :class:`~edgecompile.runtime.ort_decode.OrtDecoder` over the decoder and embed_tokens, or None where the graph cannot share its cache buffer."""
+        from edgecompile.runtime.ort_decode import OrtDecoder, shares_buffer
+
+        if self._shares is None:
+            self._shares = "decoder" in self.files and shares_buffer(self.directory / self.files["decoder"])
+        if not self._shares:
+            return None
+        decoder = self.session("decoder")
+        dims = {i.name: i.shape for i in decoder.get_inputs()}
+        if not all(isinstance(d, int) for d in (*dims["past_key_0"][1::2], dims["inputs_embeds"][2])):
+            return None  # symbolic heads / head size / hidden: nothing to preallocate from
+        embed = self.session("embed_tokens") if "embed_tokens" in self.files else None
+        return OrtDecoder(decoder, layers, max_length, embed)
+
+
+_EMPTY_CAST = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(float16)": np.float16, "tensor(float)": np.float32}
+
+
+def _as_input(value: np.ndarray, kind: str) -> np.ndarray:
+    if value.size == 0 and kind in _EMPTY_CAST and value.dtype != _EMPTY_CAST[kind]:
+        return np.zeros(value.shape, _EMPTY_CAST[kind])
+    return np.ascontiguousarray(value)
+
+
+def cpu_runner(directory: Path, files: dict[str, str]) -> ComponentRunner:
+    """Run ONNX components on ONNX Runtime CPU (see :class:`CpuRunner`)."""
+    return CpuRunner(directory, files)
