@@ -77,10 +77,38 @@ def collect(build_dirs: list[Path]) -> list[dict[str, Any]]:
                 "ttft_ms": m.get("generation.ttft_ms"),
                 "decode_tokens_per_s": m.get("generation.decode_tokens_per_s"),
                 "robustness": rob or None,
+                "robustness_protocol": _protocol(rob) if rob else None,
+                "merged": [],
             }
         )
+    _attach_merged(rows)
     _label(rows)
     return rows
+
+
+def _protocol(rob: dict[str, Any]) -> str:
+    """How a robustness.json was measured, in words: rows with different protocols do not compare."""
+    from edgecompile.robustness.robustness import is_full_protocol
+
+    sev = rob.get("severities") or []
+    corr = rob.get("corruptions") or []
+    full = rob.get("full_protocol", is_full_protocol(corr, sev))
+    return f"{len(corr)} corruptions x severities {','.join(map(str, sev))}, {rob.get('samples')} samples, seed {rob.get('seed')}" + ("" if full else " (NOT seed 002's full 10 x 1-5 protocol)")
+
+
+def _attach_merged(rows: list[dict[str, Any]]) -> None:
+    """Grid points a sweep merged into a reported build (from the sweep root's sweep.json)."""
+    by_dir = {str(Path(r["build_dir"]).resolve()): r for r in rows}
+    for root in {Path(r["build_dir"]).resolve().parent for r in rows}:
+        doc = _json(root / "sweep.json")
+        if not isinstance(doc, dict):
+            continue
+        for point in doc.get("points", []):
+            if point.get("state") != "merged":
+                continue
+            row = by_dir.get(str(Path(point["build_dir"]).resolve()))
+            if row is not None:
+                row["merged"].append({"point": point["name"], "into": point["merged_into"], "level": point.get("level"), "why": point.get("why")})
 
 
 def _label(rows: list[dict[str, Any]]) -> None:
@@ -89,6 +117,8 @@ def _label(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         d = Path(r["build_dir"])
         r["label"] = r["config"] if seen[(r["model"], r["family"], r["config"])] == 1 else f"{r['config']} ({d.parent.name}/{d.name})"
+        if r["merged"]:  # the table row stands for these grid points too
+            r["label"] += f" (+{len(r['merged'])} merged)"
 
 
 def groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -144,6 +174,11 @@ def aggregate_markdown(rows: list[dict[str, Any]]) -> str:
         out += [f"## {v['name']} — {v['task']}", "", table(TABLE_HEADER, [_row_cells(r) for r in v["rows"]])]
         if v["family"] == "generative" and any(r["ttft_ms"] is not None for r in v["rows"]):
             out += ["", table(["Config", "TTFT (ms)", "decode (tokens/s)"], [[r["label"], r["ttft_ms"], r["decode_tokens_per_s"]] for r in v["rows"]])]
+        out += ["", *_protocol_lines(v["rows"])]
+        merged = [(m, r["label"]) for r in v["rows"] for m in r["merged"]]
+        if merged:
+            out += ["", f"Merged grid points ({len(merged)}: built once, reported once, under the row named):", "",
+                    table(["Grid point", "Reported as", "Merged at", "Why"], [[m["point"], label, m["level"], m["why"]] for m, label in merged])]
         label = "accuracy" if v["objective"] == "clean_acc" else "fidelity"
         out += ["", f"Pareto frontier per tier ({label} up, latency down, memory down; after the tier's budget). Objective: {v['objective_why']}.", ""]
         for tier, tv in v["tiers"].items():
@@ -152,6 +187,19 @@ def aggregate_markdown(rows: list[dict[str, Any]]) -> str:
             out.append(f"- **{tier}** (≤ {memory} MB, ≤ {latency:g} ms): {len(tv['feasible'])} of {len(v['points'])} feasible; frontier: {names}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _protocol_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line when every row's robustness was measured alike; otherwise each protocol and its rows."""
+    protocols: dict[str, list[str]] = {}
+    for r in rows:
+        protocols.setdefault(r["robustness_protocol"], []).append(r["label"])
+    if list(protocols) == [None]:
+        return ["Robustness (RS, mCE, CE): not measured (python -m edgecompile.robustness.sweep <sweep root>, or edgecompile robustness per build)."]
+    if len(protocols) == 1:
+        return [f"Robustness (RS, mCE, CE): {next(iter(protocols))}, every row. mCE is the seed's mean absolute drop from the row's own clean accuracy; CE is ImageNet-C's Σ_s err / Σ_s err_ref per corruption against the FP32 reference, averaged over corruptions (1.0 = as robust as float)."]
+    lines = ["Robustness was NOT measured alike for every row; compare RS/mCE/CE only within one protocol:", ""]
+    return lines + [f"- {p or 'not measured'}: {', '.join(labels)}" for p, labels in protocols.items()]
 
 
 def image_key(view: dict[str, Any], tier: str) -> str:

@@ -63,6 +63,31 @@ def summarize(clean: float, accuracy: dict[str, dict[str, float]]) -> dict[str, 
     }
 
 
+def check_protocol(corruptions: tuple[str, ...], severities: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The corruptions and severities, strictly: known names, integer severities 1..5, none repeated.
+
+    A severity subset is allowed (a quick look) but is not seed 002's protocol: ``full_protocol``
+    in the result says whether all ten corruptions at all five severities were run, and the sweep
+    report does not put rows measured under different protocols side by side unmarked.
+    """
+    corruptions, severities = tuple(corruptions), tuple(severities)
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown or not corruptions:
+        raise InputError(f"--corruption: unknown {', '.join(unknown) or '(none given)'}; expected one or more of {', '.join(CORRUPTIONS)}")
+    bad = [s for s in severities if isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES]
+    if bad or not severities:
+        raise InputError(f"--severity: expected integers in 1..5 (seed 002 uses all five), got {', '.join(map(repr, bad)) or '(none)'}")
+    for what, values in (("--corruption", corruptions), ("--severity", severities)):
+        if len(set(values)) != len(values):
+            raise InputError(f"{what}: a value is listed twice ({', '.join(map(str, values))}); CE sums each severity once")
+    return corruptions, tuple(sorted(severities))
+
+
+def is_full_protocol(corruptions: list[str] | tuple[str, ...], severities: list[int] | tuple[int, ...]) -> bool:
+    """All ten corruptions at severities 1..5: seed 002's (and ImageNet-C's) protocol."""
+    return set(corruptions) == set(CORRUPTIONS) and sorted(severities) == list(SEVERITIES)
+
+
 def evaluate_robustness(
     adapter: Any,
     loaded: LoadedModel,
@@ -75,9 +100,7 @@ def evaluate_robustness(
 ) -> dict[str, Any]:
     """Clean and corrupted accuracy of each runner (e.g. ``artifact`` and ``reference``)."""
     check_labelled(eval_set)
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise InputError(f"--corruption: unknown {', '.join(unknown)}; expected one of {', '.join(CORRUPTIONS)}")
+    corruptions, severities = check_protocol(corruptions, severities)
     clean = {who: float(adapter.evaluate(loaded, run, eval_set)[0]["accuracy"]) for who, run in runners.items()}
     accuracy: dict[str, dict[str, dict[str, float]]] = {who: {} for who in runners}
     for name in corruptions:
@@ -87,13 +110,18 @@ def evaluate_robustness(
                 accuracy[who].setdefault(name, {})[str(severity)] = float(adapter.evaluate(loaded, run, shifted)[0]["accuracy"])
             if progress is not None:
                 progress(name, severity, {who: accuracy[who][name][str(severity)] for who in runners})
-    out: dict[str, Any] = {"corruptions": list(corruptions), "severities": list(severities), "samples": len(eval_set.samples), "seed": seed}
-    for who in runners:
+    return assemble(clean, accuracy, corruptions, severities, len(eval_set.samples), seed)
+
+
+def assemble(clean: dict[str, float], accuracy: dict[str, dict[str, dict[str, float]]], corruptions: tuple[str, ...], severities: tuple[int, ...], samples: int, seed: int) -> dict[str, Any]:
+    """The robustness.json document: per runner its summary, CE against ``reference`` when present."""
+    out: dict[str, Any] = {"corruptions": list(corruptions), "severities": list(severities), "full_protocol": is_full_protocol(corruptions, severities), "samples": samples, "seed": seed}
+    for who in clean:
         out[who] = summarize(clean[who], accuracy[who])
     if "artifact" in out and "reference" in out and out["reference"]["rs"]:
         out["rs_ratio_artifact_vs_reference"] = (out["artifact"]["rs"] or 0.0) / out["reference"]["rs"]
     if "reference" in out:
-        for who in runners:
+        for who in clean:
             out[who].update(normalised_ce(accuracy[who], accuracy["reference"]))
     return out
 
