@@ -134,7 +134,9 @@ class BuildContext:
             if created:
                 build_dir.rmdir()
             raise
-        binding = {"build": {"recipe": _relative(recipe_path.resolve(), build_dir), "model": ref, "model_dir": _relative(Path(model_dir).resolve(), build_dir)}, "resolved": resolved.model_dump(mode="json")}
+        # exclude_unset: validators and backends read which fields the user set (calibration.percentile only with
+        # method percentile, QNN's uint16 default, INT4 rule granularity), so the copy must set exactly those.
+        binding = {"build": {"recipe": _relative(recipe_path.resolve(), build_dir), "model": ref, "model_dir": _relative(Path(model_dir).resolve(), build_dir)}, "resolved": resolved.model_dump(mode="json", exclude_unset=True)}
         ctx = cls(build_dir, resolved, model_dir, ref, adapter, _binding=binding)
         ctx._calibration_notice(calibration)
         return ctx

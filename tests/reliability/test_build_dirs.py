@@ -182,3 +182,22 @@ def test_refused_recipe_leaves_an_earlier_build_as_it_was(tmp_path: Path) -> Non
     new = tmp_path / "new-out"
     assert_refused(cli("export", "--recipe", str(recipe), "--out", str(new)), 3, "allow_no_gates")
     assert not new.exists()
+
+
+def test_moved_recipe_reopens_from_the_resolved_copy_with_the_same_meaning(tmp_path: Path) -> None:
+    """The copy records only what the recipe set: validators reading ``model_fields_set`` accept it and mean the same."""
+    from edgecompile.stages.context import BuildContext
+
+    recipe = _project(tmp_path)
+    ctx = BuildContext.create(recipe, "shapes-clip", tmp_path / "build")
+    ctx.bind()
+    ctx.close()
+    original = ctx.resolved
+    recipe.unlink()
+    reopened = BuildContext.open(tmp_path / "build")
+    try:
+        assert reopened.resolved.recipe == original.recipe
+        assert reopened.resolved.recipe.calibration.model_fields_set == original.recipe.calibration.model_fields_set
+        assert reopened.resolved.recipe.quantization.model_fields_set == original.recipe.quantization.model_fields_set
+    finally:
+        reopened.close()
