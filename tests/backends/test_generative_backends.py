@@ -19,17 +19,20 @@ LLAVA = "shapes-llava"
 
 # --- refusals before export ---------------------------------------------------------------------
 
-def test_qnn_refuses_a_generative_vlm_before_export(tmp_path: Path) -> None:
+def test_qnn_refuses_what_its_static_decoder_cannot_build_before_export(tmp_path: Path) -> None:
+    """shapes-llava builds on HTP now (tests/backends/test_qnn_decoder.py); a recipe whose weight transforms
+    the re-exported static decoder would drop is refused at binding, before anything is exported."""
     from edgecompile.errors import ExitCode, InputError
     from edgecompile.stages.context import BuildContext
 
+    recipe = write_recipe(tmp_path, "snapdragon-8-gen-3", "quantization: {weight_transforms: [smoothquant]}\n", "snap-transforms")
     out = tmp_path / "build"
     started = time.perf_counter()
     with pytest.raises(InputError) as refused:
-        BuildContext.create(REPO / "recipes" / "snapdragon-8-gen-3.yaml", LLAVA, out)
+        BuildContext.create(recipe, LLAVA, out)
     message = str(refused.value)
     assert refused.value.exit_code == ExitCode.BAD_INPUT
-    assert "snapdragon-8-gen-3" in message and "qnn" in message and "'generative'" in message and "dual encoders" in message
+    assert "snapdragon-8-gen-3" in message and "qnn" in message and "weight_transforms" in message and "static" in message
     assert not out.exists()  # nothing exported, calibrated or even created
     assert time.perf_counter() - started < 30  # binding only: no export ran (export alone takes ~20 s)
 

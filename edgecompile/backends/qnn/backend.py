@@ -7,6 +7,10 @@ The plain QDQ model is written beside it. Placement is strict: every session is 
 fallback disabled, and the build lists exactly which nodes would fall back; the recipe's
 ``backend_options.allow_cpu_fallback`` decides whether that is an error.
 
+Generative VLMs (LLaVA): the vision tower as above, the embedding table as a host-side Gather, and
+the decoder as static prefill/decode graphs over a fixed-size KV cache (qnn.generative,
+qnn.static_decoder); the runner adapts ``runtime.generate``'s dynamic feeds to them.
+
 Validation runs here on the HTP emulator in the Linux x86-64 wheel: accuracy and drift are the
 NPU's fixed-point arithmetic; latency is the emulator's and says nothing about the device.
 """
@@ -36,6 +40,8 @@ WHERE = "HTP emulator on x86-64"
 # Non-linear nodes the float plan keeps in float on purpose; data movement (Reshape, Shape, ...)
 # has no precision of its own and is not listed.
 _COMPUTE_ROLES = {"softmax", "layernorm", "residual_add", "attn_matmul"}
+# Adapters (model_types) whose decoder the static HTP graphs build.
+STATIC_DECODER_FAMILIES = ("llava",)
 LATENCY_NOTE = "latency figures are the x86-64 HTP emulator's (libQnnHtp.so simulating the Hexagon NPU) and are not representative of the device"
 
 
@@ -49,6 +55,11 @@ class QnnOptions(Strict):
     attention_mask_value: float = Field(default=-100.0, le=-20.0, ge=-10000.0)
     offload_graph_io_quantization: bool = True
     weight_type: Literal["uint8", "int8"] = "uint8"
+    # Generative VLMs: the static decoder graphs (edgecompile.backends.qnn.static_decoder).
+    context_length: int | None = Field(default=None, ge=2, le=65536, description="L: static KV-cache slots; default the model's max_position_embeddings")
+    prefill_chunk: int | None = Field(default=None, ge=1, le=65536, description="C: tokens per prefill graph call; default L/2")
+    decoder_weight_type: Literal["uint8", "int8", "int4"] = Field(default="uint8", description="decoder linear weights (per output channel); int4 is accepted by the HTP emulator")
+    decoder_calibration_steps: int = Field(default=8, ge=0, le=256, description="greedy decode steps per calibration prompt that calibrate the decode graph")
 
     def allows(self, op_types: list[str]) -> bool:
         if isinstance(self.allow_cpu_fallback, bool):
@@ -77,17 +88,28 @@ class QnnBackend(Backend):
         return "emulator" if platform.machine() in ("x86_64", "AMD64") else "native"
 
     def preflight(self, adapter: Any, resolved: Any) -> None:
-        """Generative VLMs are refused when the recipe is bound, before export runs.
+        """Refuse, when the recipe is bound and before export runs, what the static HTP decoder cannot build.
 
-        Static-shape padding of a KV-cache decoder needs a cache layout (masking padded past
-        slots, cropping logits, prefill/decode graphs) that this backend does not have yet.
+        Generative VLMs build as LLaVA (one image, a fixed number of image tokens, 1-D positions):
+        tiled/any-resolution vision inputs give a varying number of image tokens, Qwen2-VL's M-RoPE
+        and PaliGemma's prefix-LM mask have no static graph here. The static decoder is re-exported
+        from torch, so weight transforms on the exported ONNX would be lost: refused too.
+        The text model's type is checked when the build loads the model (preflight sees no config).
         """
-        family = getattr(adapter, "family", "")
-        if family == "generative":
+        if getattr(adapter, "family", "") != "generative":
+            return
+        where = f"{resolved.recipe_path}: target {resolved.target.name} (backend qnn)"
+        types = tuple(getattr(adapter, "model_types", ()))
+        if not set(types) <= set(STATIC_DECODER_FAMILIES) or getattr(adapter, "position_layout", "1d") != "1d":
             raise InputError(
-                f"{resolved.recipe_path}: target {resolved.target.name} (backend qnn): model family '{family}' (a KV-cache decoder) is not supported on HTP yet; "
-                "the qnn backend compiles dual encoders (CLIP/SigLIP). For this model use a target on ort-cpu, executorch, tensorrt or coreml"
+                f"{where}: model type {', '.join(types) or '?'} (a generative VLM) is not supported on HTP yet; the static-shape HTP decoder builds "
+                f"{', '.join(STATIC_DECODER_FAMILIES)} (one image, 1-D positions): tiled or any-resolution images, M-RoPE and prefix-LM masks have no static graph here. "
+                "For this model use a target on ort-cpu, executorch, tensorrt or coreml"
             )
+        recipe = getattr(resolved, "recipe", None)
+        transforms = list(getattr(getattr(recipe, "quantization", None), "weight_transforms", []) or [])
+        if transforms:
+            raise InputError(f"{where}: quantization.weight_transforms: {transforms}: the HTP decoder is re-exported from the torch model with static shapes and would not carry these transforms; remove them for this target")
 
     def availability(self) -> Availability:
         from edgecompile.backends.qnn.session import register_qnn
@@ -107,12 +129,14 @@ class QnnBackend(Backend):
           not float: a float op in a QDQ graph does not run on HTP (finalization fails or the
           node falls back to the CPU).
         - INT4 linears: ORT's INT4 format is MatMulNBits with float activations, a CPU/GPU
-          contrib op QNN EP never places on HTP; on this target they become W8 + A16.
+          contrib op QNN EP never places on HTP; on this target they become W8 + A16. A generative
+          decoder is re-exported as static graphs (qnn.generative) and quantized there with
+          ``decoder_weight_type`` (INT4 per-channel QDQ, which HTP runs, when asked).
         """
         for entry in plan.entries:
             weighted = entry.weight is not None and entry.op_type in WEIGHT_OPS
             if entry.precision == "int4":
-                plan = plan.with_change(entry.component, entry.node, "int8", "HTP: INT4 exists in ORT only as MatMulNBits (float activations, CPU/GPU kernel), which QNN EP does not run on the NPU; W8 per-channel + A16 instead")
+                plan = plan.with_change(entry.component, entry.node, "int8", "HTP: INT4 exists in ORT only as MatMulNBits (float activations, CPU/GPU kernel), which QNN EP does not run on the NPU; W8 per-channel + A16 instead (a generative decoder is rebuilt as static HTP graphs whose weights follow backend_options.decoder_weight_type, int4 QDQ included)")
             elif weighted and entry.precision != "int8":
                 plan = plan.with_change(entry.component, entry.node, "int8", "HTP runs no float ops in a QDQ graph: W8 per-channel + A16")
             elif not weighted and entry.role in _COMPUTE_ROLES and entry.precision != "int16":
@@ -128,12 +152,9 @@ class QnnBackend(Backend):
         return HtpQuantSettings(activation_type=activation, weight_type=options.weight_type, method=c.method, percentile=c.percentile, bins=c.bins)
 
     def build(self, inputs: BuildInputs) -> Artifact:
-        from edgecompile.backends.qnn.graph import prepare, static_shapes
-        from edgecompile.backends.qnn.session import placement, provider_options
+        from edgecompile.backends.qnn.graph import static_shapes
+        from edgecompile.backends.qnn.session import provider_options
 
-        if inputs.adapter is not None and getattr(inputs.adapter, "family", "") == "generative":
-            # Normally refused earlier (preflight, at recipe binding); kept for direct API callers.
-            raise InputError(f"target {inputs.target.name}: the qnn backend compiles dual encoders (CLIP/SigLIP) today; generative VLMs (KV-cache decoders) are not supported on HTP yet")
         options = qnn_options(inputs.target, inputs.recipe)
         settings = self._settings(inputs, options)
         if inputs.calibration_feeds is None:
@@ -141,40 +162,58 @@ class QnnBackend(Backend):
         ep_options = provider_options(options.soc_model, options.htp_arch, options.offload_graph_io_quantization)
         files: dict[str, str] = {}
         summary: dict[str, Any] = {"soc_model": options.soc_model, "htp_arch": options.htp_arch, "activation_type": settings.activation_type, "weight_type": settings.weight_type, "components": {}}
+        generative = inputs.adapter is not None and getattr(inputs.adapter, "family", "") == "generative"
+        if generative:
+            from edgecompile.backends.qnn.generative import build_generative
+
+            # The decoder as static prefill/decode graphs, the embedding table as a host-side Gather.
+            files, summary["components"], summary["generative"] = build_generative(inputs, options, settings, ep_options, self._compile_component)
         for component, source in inputs.exported.items():
-            started = time.perf_counter()
+            if component in files:
+                continue
             refuse_in_memory_over_limit(source, component, self.name, why="its HTP quantizer and EPContext compiler take one in-memory graph")
             model = onnx.load(str(source))
             shapes = static_shapes(model, options.sequence_length, component)
-            prepared, notes = prepare(model, shapes, options.attention_mask_value)
             feeds = (pad_feeds(f, shapes) for f in inputs.calibration_feeds(component))
-            ranges = calibrate_prepared(prepared, feeds, settings)
-            qdq = quantize_for_htp(prepared, ranges, settings)
-            qdq_name, ctx_name = f"{component}.qdq.onnx", f"{component}.htp_ctx.onnx"
-            qdq = topological_sort(qdq)  # the quantizer appends Q/DQ nodes out of order; the checker and other runtimes want graph order
-            onnx.save(qdq, str(inputs.out_dir / qdq_name))
-            where = _placement(qdq, ep_options, placement)
-            if not options.allows(where.fallback_op_types):
-                raise StageError("build", f"{component}: {len(where.fallback)} node(s) cannot run on HTP and would fall back to the CPU: " + ", ".join(f"{n} ({o})" for n, o in where.fallback) + "; set backend_options.allow_cpu_fallback to true or to these op types to accept it")
-            compile_started = time.perf_counter()
-            _compile_context(inputs.out_dir / qdq_name, inputs.out_dir / ctx_name, ep_options, strict=not where.fallback)
-            files[component] = ctx_name
-            summary["components"][component] = {
-                "qdq": qdq_name,
-                "rewrites": notes,
-                "qdq_types": qdq_types(qdq),
-                "calibrated_tensors": len(ranges.ranges),
-                "calibration_samples": ranges.samples,
-                "stage_ranges_cross_check": range_gap(inputs.ranges.get(component), ranges),
-                "placement": where.to_json(),
-                "context_compile_s": time.perf_counter() - compile_started,
-                "build_s": time.perf_counter() - started,
-            }
+            files[component] = f"{component}.htp_ctx.onnx"
+            summary["components"][component] = self._compile_component(model, shapes, feeds, component, inputs, options, settings, ep_options)
         notes = [LATENCY_NOTE, f"EPContext binaries for soc_model {options.soc_model} / htp_arch v{options.htp_arch}; the plain QDQ models are beside them (*.qdq.onnx)"]
         fallbacks = {c: s["placement"]["fallback"] for c, s in summary["components"].items() if s["placement"]["fallback"]}
         if fallbacks:
             notes.append(f"nodes running on the CPU EP (allowed by backend_options.allow_cpu_fallback): {fallbacks}")
+        if generative:
+            notes.append(summary["generative"]["note"])
         return Artifact(self.name, files, runs_here=True, where=WHERE, notes=notes, extra=summary)
+
+    def _compile_component(self, model: onnx.ModelProto, shapes: dict[str, list[int]], feeds: Any, name: str, inputs: BuildInputs, options: QnnOptions, settings: HtpQuantSettings, ep_options: dict[str, str], *, decoder: bool = False, ctx_path: Path | None = None) -> dict[str, Any]:
+        """Static shapes + rewrites, calibrate, QDQ, placement check, EPContext compile of one graph."""
+        from edgecompile.backends.qnn.graph import prepare
+        from edgecompile.backends.qnn.session import placement
+
+        started = time.perf_counter()
+        prepared, notes = prepare(model, shapes, options.attention_mask_value, decoder=decoder)
+        ranges = calibrate_prepared(prepared, feeds, settings)
+        qdq = quantize_for_htp(prepared, ranges, settings)
+        qdq_name = f"{name}.qdq.onnx"
+        ctx_path = ctx_path or inputs.out_dir / f"{name}.htp_ctx.onnx"
+        qdq = topological_sort(qdq)  # the quantizer appends Q/DQ nodes out of order; the checker and other runtimes want graph order
+        onnx.save(qdq, str(inputs.out_dir / qdq_name))
+        where = _placement(qdq, ep_options, placement)
+        if not options.allows(where.fallback_op_types):
+            raise StageError("build", f"{name}: {len(where.fallback)} node(s) cannot run on HTP and would fall back to the CPU: " + ", ".join(f"{n} ({o})" for n, o in where.fallback) + "; set backend_options.allow_cpu_fallback to true or to these op types to accept it")
+        compile_started = time.perf_counter()
+        _compile_context(inputs.out_dir / qdq_name, ctx_path, ep_options, strict=not where.fallback)
+        return {
+            "qdq": qdq_name,
+            "rewrites": notes,
+            "qdq_types": qdq_types(qdq),
+            "calibrated_tensors": len(ranges.ranges),
+            "calibration_samples": ranges.samples,
+            "stage_ranges_cross_check": range_gap(inputs.ranges.get(name), ranges),
+            "placement": where.to_json(),
+            "context_compile_s": time.perf_counter() - compile_started,
+            "build_s": time.perf_counter() - started,
+        }
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
         from edgecompile.backends.qnn.session import htp_session, provider_options
@@ -183,8 +222,15 @@ class QnnBackend(Backend):
         options = provider_options(int(extra.get("soc_model", 57)), int(extra.get("htp_arch", 75)))
         allowed = {c for c, s in extra.get("components", {}).items() if s.get("placement", {}).get("fallback")}
         sessions: dict[str, Any] = {}
+        hosted: dict[str, Any] = {}
+        if extra.get("generative"):
+            from edgecompile.backends.qnn.generative import generative_runners
+
+            hosted = generative_runners(artifact_dir, artifact, extra["generative"], options, allowed)
 
         def run(component: str, feeds: Feeds) -> Outputs:
+            if component in hosted:  # the host-side embedding Gather and the static decoder graphs
+                return hosted[component](feeds)
             if component not in sessions:
                 sessions[component] = htp_session(artifact_dir / artifact.components[component], options, strict=component not in allowed)
             session = sessions[component]

@@ -13,6 +13,13 @@ reported so the build summary says what was changed and why:
   once masks are finite; IsNaN has no fixed-point form.
 - GatherND with constant indices -> Reshape + Gather; batch-1 GatherND on ``[0, i]`` indices (the
   EOS pooling) -> Slice + Gather. HTP's GatherNd has no quantized node unit in QNN EP.
+- (``decoder``) a bias-free linear ``MatMul(x [1, n, k], W [k, m])`` -> Reshape + Gemm + Reshape:
+  ORT's QNN quantizer quantizes MatMul weights per tensor only, Gemm weights per output channel
+  (the decoder's q/k/v/o/MLP projections have no bias to fuse into a Gemm).
+- (``decoder``) RMSNorm as exported (Pow 2, ReduceMean, Add eps, Sqrt, Reciprocal, Mul, Mul gamma)
+  -> one SimplifiedLayerNormalization, which QNN EP lowers to HTP's RmsNorm: the decomposed chain
+  runs each step in 16-bit fixed point and, measured on the HTP emulator, collapses the hidden
+  state of a decoder with small activations (logits ~0 where the QDQ graph on the CPU EP is right).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ def _position_rows(model: onnx.ModelProto, component: str) -> int:
     raise InputError(f"{component}: the graph has a dynamic sequence axis and no position-embedding table to size it; set backend_options.sequence_length")
 
 
-def prepare(model: onnx.ModelProto, shapes: dict[str, list[int]], mask_value: float) -> tuple[onnx.ModelProto, list[str]]:
+def prepare(model: onnx.ModelProto, shapes: dict[str, list[int]], mask_value: float, *, decoder: bool = False) -> tuple[onnx.ModelProto, list[str]]:
     """Fix shapes, run onnxruntime's qnn_preprocess_model, then the exact rewrites; return notes."""
     from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
     from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
@@ -70,11 +77,14 @@ def prepare(model: onnx.ModelProto, shapes: dict[str, list[int]], mask_value: fl
         qnn_preprocess_model(fixed, out, fuse_layernorm=True, dynamic_input_shapes=[(k, ",".join(map(str, v))) for k, v in shapes.items()])
         prepared = onnx.load(str(out))
     notes = [f"static input shapes {shapes}", "onnxruntime qnn_preprocess_model (Gelu/LpNorm/LayerNorm fusion, basic optimizer)"]
-    for rewrite in (_finite_masks, _drop_nan_guards, _const_gathernd, _batch1_gathernd):
+    for rewrite in (_finite_masks, _drop_nan_guards, _const_gathernd, _batch1_gathernd, *((_linear_gemm,) if decoder else ())):
         prepared, note = rewrite(prepared, mask_value)
         if note:
             notes.append(note)
     onnx.checker.check_model(prepared)
+    if decoder:  # after the checker: SimplifiedLayerNormalization is an ONNX Runtime op the onnx checker does not know
+        prepared, note = _rms_norm(prepared, mask_value)
+        notes += [note] if note else []
     return prepared, notes
 
 
@@ -164,3 +174,81 @@ def _batch1_gathernd(model: onnx.ModelProto, _: float) -> tuple[onnx.ModelProto,
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model, f"{count} batch-1 GatherND (pooling at a computed position) -> Slice + Gather" if count else ""
+
+
+def _linear_gemm(model: onnx.ModelProto, _: float) -> tuple[onnx.ModelProto, str]:
+    inits = {t.name: t for t in model.graph.initializer}
+    shapes = _shapes(model)
+    nodes, count = [], 0
+    for node in model.graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        x_shape, y_shape = shapes.get(node.input[0]), shapes.get(node.output[0]) if node.op_type == "MatMul" else None
+        if weight is not None and len(weight.dims) == 2 and x_shape and y_shape and len(x_shape) >= 2 and all(x_shape) and all(y_shape) and int(np.prod(x_shape[:-1])) >= 1:
+            p = node.name or node.output[0]
+            model.graph.initializer.extend([numpy_helper.from_array(np.array([-1, x_shape[-1]], np.int64), f"{p}_rows_shape"), numpy_helper.from_array(np.array(y_shape, np.int64), f"{p}_out_shape")])
+            nodes += [
+                helper.make_node("Reshape", [node.input[0], f"{p}_rows_shape"], [f"{p}_rows"], name=f"{p}_rows"),
+                helper.make_node("Gemm", [f"{p}_rows", node.input[1]], [f"{p}_gemm"], name=f"{p}_gemm"),
+                helper.make_node("Reshape", [f"{p}_gemm", f"{p}_out_shape"], list(node.output), name=p),
+            ]
+            count += 1
+            continue
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model, f"{count} bias-free linear MatMul -> Reshape + Gemm + Reshape (per-channel weights)" if count else ""
+
+
+def _rms_norm(model: onnx.ModelProto, _: float) -> tuple[onnx.ModelProto, str]:
+    inits = {t.name: t for t in model.graph.initializer}
+    shapes = _shapes(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    def only(name: str, op: str) -> onnx.NodeProto | None:
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+    replaced: dict[str, onnx.NodeProto] = {}  # final Mul's name -> fused node
+    drop: set[str] = set()
+    for pow_node in [n for n in model.graph.node if n.op_type == "Pow"]:
+        exponent = const(pow_node.input[1])
+        if exponent is None or exponent.size != 1 or float(exponent.item()) != 2.0:
+            continue
+        x = pow_node.input[0]
+        mean = only(pow_node.output[0], "ReduceMean")
+        add = only(mean.output[0], "Add") if mean is not None else None
+        sqrt = only(add.output[0], "Sqrt") if add is not None else None
+        recip = only(sqrt.output[0], "Reciprocal") if sqrt is not None else None
+        scale = only(recip.output[0], "Mul") if recip is not None else None
+        gamma_mul = only(scale.output[0], "Mul") if scale is not None else None
+        if gamma_mul is None or set(scale.input) != {x, recip.output[0]}:
+            continue
+        eps = next((const(i) for i in add.input if const(i) is not None), None)
+        gamma = next((i for i in gamma_mul.input if i != scale.output[0]), None)
+        axes = const(mean.input[1]) if len(mean.input) > 1 else next((np.array(a.ints) for a in mean.attribute if a.name == "axes"), None)
+        last = len(shapes.get(x, [])) - 1
+        if eps is None or eps.size != 1 or gamma not in inits or axes is None or [int(a) for a in axes.reshape(-1)] not in ([-1], [last]):
+            continue
+        fused = helper.make_node("SimplifiedLayerNormalization", [x, gamma], list(gamma_mul.output), name=gamma_mul.name or f"{pow_node.name}_rmsnorm", axis=-1, epsilon=float(eps.item()))
+        replaced[id_of(gamma_mul)] = fused
+        drop |= {id_of(n) for n in (pow_node, mean, add, sqrt, recip, scale)}
+    if not replaced:
+        return model, ""
+    nodes = [replaced.get(id_of(n), n) for n in model.graph.node if id_of(n) not in drop]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model, f"{len(replaced)} RMSNorm chains (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) -> SimplifiedLayerNormalization (HTP RmsNorm)"
+
+
+def id_of(node: onnx.NodeProto) -> str:
+    return node.name or "|".join(node.output)

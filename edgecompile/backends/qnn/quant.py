@@ -23,7 +23,10 @@ from onnx import numpy_helper
 from edgecompile.calibration.ranges import TensorRanges
 from edgecompile.calibration.streaming import calibrate_component
 
-from edgecompile.backends.common.onnx_quant import QTYPES as _QTYPES
+from edgecompile.backends.common.onnx_quant import QTYPES
+
+# 4-bit weights: QDQ with int4 DequantizeLinear (ORT's QuantType.QInt4), which QNN EP maps to HTP's 4-bit weights.
+_QTYPES = {**QTYPES, "int4": "QInt4", "uint4": "QUInt4"}
 
 
 @dataclass(frozen=True)
