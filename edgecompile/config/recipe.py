@@ -39,6 +39,36 @@ class Calibration(Strict):
         return self
 
 
+class Vlmq(Strict):
+    """``quantization.vlmq``: settings of the VLMQ weight transform (seed 001; ``int4_algorithm: vlmq``).
+
+    Field meanings are in ``edgecompile.transforms.vlmq.VlmqSettings`` (same names and defaults).
+    """
+
+    importance: Literal["gradient", "constant", "image_downweight"] = "gradient"
+    norm: Literal["l1", "l2"] = "l1"
+    perturb: Literal["inputs", "inputs_and_block"] = "inputs"
+    bits: Literal[2, 4] = 4
+    damping: float = Field(default=0.01, gt=0.0, le=1.0)
+    act_order: bool = False
+    samples: int | None = Field(default=None, ge=1, le=100_000)
+    image_weight: float = Field(default=0.05, gt=0.0, le=1.0)
+    image_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0)
+    chunk_tensors: int = Field(default=32, ge=1, le=4096)
+    solver: Literal["reference", "onnxruntime"] = "reference"
+
+    @model_validator(mode="after")
+    def _downweight_fields(self) -> Vlmq:
+        stray = sorted({"image_weight", "image_fraction", "seed"} & self.model_fields_set) if self.importance != "image_downweight" else []
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: only used with importance: image_downweight (importance is '{self.importance}')")
+        gradient_only = sorted({"norm", "perturb"} & self.model_fields_set) if self.importance != "gradient" else []
+        if gradient_only:
+            raise ValueError(f"{', '.join(gradient_only)}: only used with importance: gradient (importance is '{self.importance}')")
+        return self
+
+
 class Quantization(Strict):
     """Global quantization choices that the precision rules do not set per node."""
 
@@ -49,7 +79,8 @@ class Quantization(Strict):
     # INT4 weights of the presets: per block of int4_block_size along K, or one scale per output
     # channel (seed 002's "per-channel symmetric" W4A8; built as INT4 DequantizeLinear, not MatMulNBits).
     int4_granularity: Literal["per_block", "per_channel"] = "per_block"
-    int4_algorithm: Literal["rtn", "gptq"] = "rtn"  # gptq: runs as the 'gptq' weight transform before calibration
+    int4_algorithm: Literal["rtn", "gptq", "vlmq"] = "rtn"  # gptq / vlmq: run as that weight transform before calibration
+    vlmq: Vlmq | None = None  # settings of int4_algorithm: vlmq (None: the defaults)
     # Weight transforms run in order by the transform stage (names in edgecompile.transforms.registry).
     weight_transforms: list[str] = Field(default_factory=list)
 
@@ -62,7 +93,15 @@ class Quantization(Strict):
             raise ValueError(f"weight_transforms: unknown transform(s) {', '.join(unknown)}; expected names from {', '.join(transform_names())}")
         if len(set(self.weight_transforms)) != len(self.weight_transforms):
             raise ValueError("weight_transforms: a transform is named twice")
+        if self.vlmq is not None and self.int4_algorithm != "vlmq" and "vlmq" not in self.weight_transforms:
+            raise ValueError(f"vlmq: settings of the VLMQ transform, only used with int4_algorithm: vlmq (int4_algorithm is '{self.int4_algorithm}')")
+        if {"gptq", "vlmq"} <= {*self.weight_transforms, self.int4_algorithm}:
+            raise ValueError("int4_algorithm / weight_transforms: gptq and vlmq both round the INT4 weights; name one")
         return self
+
+    @property
+    def vlmq_settings(self) -> Vlmq:
+        return self.vlmq or Vlmq()
 
 
 class EvalSet(Strict):

@@ -15,6 +15,7 @@ from edgecompile.reports.view import build_view
 
 ROBUSTNESS_FILE = Path("robustness") / "robustness.json"
 PLAN_FILE = Path("annotate") / "plan.json"
+VLMQ_FILE = Path("transform") / "vlmq_importance.json"
 
 
 def _read(path: Path) -> Any:
@@ -34,6 +35,8 @@ def build_images(view: dict[str, Any], plan: dict[str, Any] | None, all_layers: 
         images["per-layer error"] = plots.layer_bars_png(all_layers or view["layers"])
     if any(r["metric"] in ("generation.ttft_ms", "generation.decode_tokens_per_s") for r in view["generation"]):
         images["generation"] = plots.generation_png(view["generation"])
+    if view.get("vlmq"):
+        images["token importance"] = plots.vlmq_importance_png(view["vlmq"])
     robustness = view["robustness"]
     for who in ("artifact", "reference"):
         if robustness and robustness.get(who):
@@ -50,7 +53,7 @@ def write_build_reports(validate_dir: Path, report: dict[str, Any], robustness: 
     layers_doc = _read(validate_dir / "layers.json")
     layers = layers_doc["layers"] if layers_doc else None
     plan = _read(validate_dir.parent / PLAN_FILE)
-    view = build_view(report, comparison, layers, plan, robustness)
+    view = build_view(report, comparison, layers, plan, robustness, vlmq=_read(validate_dir.parent / VLMQ_FILE))
     missing = plots.available()
     markdown = build_markdown(view)
     if missing:

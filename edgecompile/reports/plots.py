@@ -138,6 +138,42 @@ def generation_png(rows: list[dict[str, Any]]) -> bytes:
     return _png(plt, fig)
 
 
+IMAGE_TOKENS, TEXT_TOKENS = "#9467bd", "#17becf"  # VLMQ's modalities (not the precision colours)
+
+
+def vlmq_importance_png(doc: dict[str, Any]) -> bytes:
+    """VLMQ's token importance G per decoder layer: image vs text tokens (mean bar, p50–p90 whisker), and the mean-G ratio.
+
+    ``doc`` is the transform's ``vlmq_importance.json``. G's scale grows with depth (the block loss
+    accumulates the upstream rounding error), so the left panel is log-scaled and the right one
+    shows the scale-free ratio, with 1 (no modality preference) marked.
+    """
+    rows = [r for r in doc.get("layers", []) if (r.get("image") or {}).get("mean") is not None and (r.get("text") or {}).get("mean") is not None]
+    plt, fig, (g_ax, r_ax) = _figure(9.0, 3.4, ncols=2)
+    layers = [r["layer"] for r in rows]
+    for offset, key, colour in ((-0.2, "image", IMAGE_TOKENS), (0.2, "text", TEXT_TOKENS)):
+        xs = [x + offset for x in range(len(rows))]
+        means = [r[key]["mean"] for r in rows]
+        g_ax.bar(xs, means, width=0.4, color=colour, label=f"{key} tokens")
+        g_ax.vlines(xs, [r[key]["p50"] for r in rows], [r[key]["p90"] for r in rows], colors="black", linewidth=1)
+    g_ax.set_xticks(range(len(rows)), [str(x) for x in layers], fontsize=7)
+    if rows and all(r[k]["mean"] > 0 for r in rows for k in ("image", "text")):
+        g_ax.set_yscale("log")
+    g_ax.set_xlabel("decoder layer")
+    g_ax.set_ylabel("G (mean; whisker p50–p90)")
+    g_ax.set_title(f"token importance G ({doc.get('settings', {}).get('norm', 'l1')})")
+    g_ax.legend(fontsize=7)
+    ratios = [r["ratio"] if r.get("ratio") is not None else float("nan") for r in rows]
+    r_ax.plot(range(len(rows)), ratios, marker="o", color=IMAGE_TOKENS)
+    r_ax.axhline(1.0, color=REFERENCE, linestyle="--", linewidth=1)
+    r_ax.set_xticks(range(len(rows)), [str(x) for x in layers], fontsize=7)
+    r_ax.set_xlabel("decoder layer")
+    r_ax.set_ylabel("mean G image / mean G text")
+    overall = doc.get("ratio_image_text", doc.get("ratio"))  # the JSON document, or view.vlmq_view's rows
+    r_ax.set_title("modality ratio" + (f" (mean {overall:.3g})" if overall is not None else ""))
+    return _png(plt, fig)
+
+
 def _axis_range(values: list[float], budget: float | None, log: bool) -> tuple[float, float]:
     """Fit the data (and the budget line when it is near the data), with a margin."""
     lo, hi = min(values), max(values)

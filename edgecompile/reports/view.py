@@ -112,7 +112,17 @@ def headline_metrics(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(k, metrics[k]) for k in keys if k in metrics]
 
 
-def build_view(report: dict[str, Any], comparison: dict[str, Any] | None = None, layers: list[dict[str, Any]] | None = None, plan: dict[str, Any] | None = None, robustness: dict[str, Any] | None = None) -> dict[str, Any]:
+def vlmq_view(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The VLMQ section (``transform/vlmq_importance.json``): settings, the overall ratio, one row per layer."""
+    if not doc:
+        return None
+    empty = {"mean": None, "p50": None, "p90": None, "tokens": 0}
+    rows = [{"layer": r["layer"], "image": r.get("image") or empty, "text": r.get("text") or empty, "ratio": r.get("ratio"), "block_loss_mean": r.get("block_loss_mean")} for r in doc.get("layers", [])]
+    return {"settings": doc.get("settings", {}), "ratio": doc.get("ratio_image_text"), "samples": doc.get("samples"), "image_tokens": doc.get("image_tokens_per_sample"),
+            "text_tokens": doc.get("text_tokens_per_sample"), "layers": rows, "fallbacks": doc.get("fallbacks", [])}
+
+
+def build_view(report: dict[str, Any], comparison: dict[str, Any] | None = None, layers: list[dict[str, Any]] | None = None, plan: dict[str, Any] | None = None, robustness: dict[str, Any] | None = None, vlmq: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the build report shows (values raw; templates format them with ``number``)."""
     metrics = report.get("metrics", {})
     gates = [{**g, "status": status_of(g)} for g in report.get("gates", [])]
@@ -135,10 +145,11 @@ def build_view(report: dict[str, Any], comparison: dict[str, Any] | None = None,
         "commands": list(((comparison or {}).get("commands") or {}).values()),
         "layers": layer_rows(layers, plan)[:10],
         "robustness": robustness,
+        "vlmq": vlmq_view(vlmq),
         "stages": stages,
         "notes": report.get("notes") or [],
         "plan_changes": ((report.get("stages") or {}).get("build") or {}).get("summary", {}).get("plan_changes") or [],
     }
 
 
-__all__ = ["build_view", "layer_rows", "plan_index", "suggest_rule"]
+__all__ = ["build_view", "layer_rows", "plan_index", "suggest_rule", "vlmq_view"]

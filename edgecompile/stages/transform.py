@@ -30,8 +30,8 @@ def transforms_for(recipe: Any) -> list[str]:
     from edgecompile.plan.rules import PRESET_TRANSFORMS
 
     names = [*PRESET_TRANSFORMS.get(recipe.precision_preset, ()), *(n for n in recipe.quantization.weight_transforms if n not in PRESET_TRANSFORMS.get(recipe.precision_preset, ()))]
-    if recipe.quantization.int4_algorithm == "gptq" and "gptq" not in names:
-        names.append("gptq")
+    if recipe.quantization.int4_algorithm in ("gptq", "vlmq") and recipe.quantization.int4_algorithm not in names:
+        names.append(recipe.quantization.int4_algorithm)
     return names
 
 
@@ -48,7 +48,10 @@ class TransformStage(Stage):
         names = transforms_for(ctx.recipe)
         needs_data = any(get_transform(n).needs_activations for n in names)
         c = ctx.recipe.calibration
-        return {"transforms": ",".join(names), "calibration": f"{c.set}/{c.samples}/{calibration_fingerprint(c.set)}" if needs_data else "-"}
+        inputs = {"transforms": ",".join(names), "calibration": f"{c.set}/{c.samples}/{calibration_fingerprint(c.set)}" if needs_data else "-"}
+        if "vlmq" in names:  # only then: builds without VLMQ keep the fingerprints they recorded
+            inputs["vlmq"] = ctx.recipe.quantization.vlmq_settings.model_dump_json()
+        return inputs
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         names = transforms_for(ctx.recipe)
@@ -70,7 +73,13 @@ class TransformStage(Stage):
                 return ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(cal.set, cal.samples), component)
 
             for transform in wanted:
+                if getattr(transform, "needs_model", False):  # VLMQ: token importance from the torch model and the raw samples
+                    from edgecompile.transforms.vlmq import TorchSide
+
+                    transform = transform.bind(TorchSide(ctx.adapter, ctx.loaded(), lambda: calibration_samples(cal.set, cal.samples)), ctx.recipe.quantization.vlmq_settings)
                 outcome = transform.apply(model, component, entries, feeds if transform.needs_activations else None)
+                for name, doc in getattr(outcome, "files", {}).items():
+                    write_json(out / name, doc)
                 model = outcome.model
                 layers += outcome.layers
                 if outcome.prequantized is not None and outcome.prequantized.nodes:

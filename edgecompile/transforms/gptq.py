@@ -12,6 +12,12 @@ transform contract around it:
   the weights GPTQ chose, and backends that round again (TensorRT, QNN) start from GPTQ's grid;
 * the codes themselves are handed on as ``Prequantized`` MatMulNBits nodes, which the ORT CPU build
   packs unchanged (bit-identical to running GPTQ inside the build, as before).
+
+Caveat (onnxruntime 1.32, pinned in ``tests/transforms/test_vlmq.py``): the GPTQ routine under
+``gptq_quantize`` never uses its Hessian (its error update reads the zero triangle of the Cholesky
+factor of H⁻¹), so this transform is round-to-nearest on GPTQ's min/max grid, and its INT4 packing
+re-derives each block's scale from that output. The reference GPTQ loop is
+``edgecompile.transforms.vlmq_gptq`` (``int4_algorithm: vlmq`` with ``vlmq.importance: constant``).
 """
 
 from __future__ import annotations

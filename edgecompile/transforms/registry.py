@@ -13,6 +13,7 @@ from edgecompile.transforms.base import WeightTransform
 
 _MODULES: dict[str, str] = {
     "gptq": "edgecompile.transforms.gptq",
+    "vlmq": "edgecompile.transforms.vlmq",
     "smoothquant": "edgecompile.transforms.smoothquant",
     "smoothquant-fixed": "edgecompile.transforms.smoothquant:FIXED",
     "awq": "edgecompile.transforms.awq",
