@@ -14,6 +14,9 @@ this process, the Ray engine (sweep/ray_engine.py) as Ray tasks. A failed task i
 ``retries`` times unless its error is bad input (exit 3); a point that still fails is recorded
 with its error (its directory moved to ``<root>/failed/``) and never stops the others.
 ``<root>/sweep.json`` holds the rows, the merges (which point, into which, why) and the failures.
+
+Progress (edgecompile.progress, as the build stages report theirs): one task counts finished points
+(built, merged or failed), and each wave has its own task counting the phase's finished tasks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from edgecompile import progress
 from edgecompile.builddir.atomic import write_json
 from edgecompile.config.recipe import Recipe, load_recipe
 from edgecompile.config.resolve import resolve
@@ -129,6 +133,7 @@ def run_sweep(
     def finish(point: _Point, row: dict[str, Any]) -> None:
         point.row = row
         rows[point.name] = row
+        finished.advance()
         if on_point is not None:
             on_point(row)
 
@@ -167,60 +172,67 @@ def run_sweep(
         attempts = {p.name: 0 for p in group}
         pending = list(group)
         done: dict[str, dict[str, Any]] = {}
-        while pending:
-            tasks = [(p.name, (str(p.recipe), p.model, str(p.build_dir), reuse)) for p in pending]
-            again = []
-            for name, result in executor.map(phase, tasks, grid.resources_for(phase)):
-                point = by_name[name]
-                attempts[name] += 1
-                if result["ok"]:
-                    _absorb(point, result)
-                    done[name] = result
-                    if on_done is not None:
-                        on_done(point, result)
-                elif result.get("retryable") and attempts[name] <= retries:
-                    again.append(point)
-                else:
-                    fail(point, {**result, "attempts": attempts[name]}, phase)
-            pending = again
+        with progress.task(f"sweep: {phase}", total=len(group)) as bar:
+            while pending:
+                tasks = [(p.name, (str(p.recipe), p.model, str(p.build_dir), reuse)) for p in pending]
+                again = []
+                for name, result in executor.map(phase, tasks, grid.resources_for(phase)):
+                    point = by_name[name]
+                    attempts[name] += 1
+                    if result["ok"]:
+                        _absorb(point, result)
+                        done[name] = result
+                        if on_done is not None:
+                            on_done(point, result)
+                    elif result.get("retryable") and attempts[name] <= retries:
+                        again.append(point)
+                        continue  # not finished: it runs again
+                    else:
+                        fail(point, {**result, "attempts": attempts[name]}, phase)
+                    bar.advance()
+                pending = again
         return done
 
-    # 0. identical derived recipes: nothing to build twice.
-    first_doc: dict[str, _Point] = {}
-    for p in pts:
-        key = recipe_key(p.doc) + f"\nmodel={p.model}"
-        if key in first_doc:
-            merge(p, first_doc[key], "recipe")
-        else:
-            first_doc[key] = p
-    live = [p for p in pts if p.state == "pending"]
+    finished = progress.Task("sweep: points finished", len(pts))
+    try:
+        # 0. identical derived recipes: nothing to build twice.
+        first_doc: dict[str, _Point] = {}
+        for p in pts:
+            key = recipe_key(p.doc) + f"\nmodel={p.model}"
+            if key in first_doc:
+                merge(p, first_doc[key], "recipe")
+            else:
+                first_doc[key] = p
+        live = [p for p in pts if p.state == "pending"]
 
-    # 1. one export per distinct export input.
-    leaders: dict[str, _Point] = {}
-    for p in live:
-        try:
-            key = export_key(str(p.recipe), p.model, str(p.build_dir))
-        except EdgecompileError as exc:
-            fail(p, {"error": str(exc), "exit_code": exc.exit_code}, "export")
-            continue
-        leaders.setdefault(key, p)
-    prepared = wave("export", list(leaders.values()), [*user_reuse, *siblings])
-    rest = [p for p in live if p.state == "pending" and p not in leaders.values()]
-    prepared.update(wave("prepare", rest, [*user_reuse, *siblings]))
+        # 1. one export per distinct export input.
+        leaders: dict[str, _Point] = {}
+        for p in live:
+            try:
+                key = export_key(str(p.recipe), p.model, str(p.build_dir))
+            except EdgecompileError as exc:
+                fail(p, {"error": str(exc), "exit_code": exc.exit_code}, "export")
+                continue
+            leaders.setdefault(key, p)
+        prepared = wave("export", list(leaders.values()), [*user_reuse, *siblings])
+        rest = [p for p in live if p.state == "pending" and p not in leaders.values()]
+        prepared.update(wave("prepare", rest, [*user_reuse, *siblings]))
 
-    # 2. same build inputs: build once.
-    merge_alike(pts, lambda p: prepared[p.name]["build_fingerprint"], "build inputs")
-    builders = [p for p in pts if p.state == "pending"]
-    built = wave("build", builders, [*user_reuse, *siblings])
+        # 2. same build inputs: build once.
+        merge_alike(pts, lambda p: prepared[p.name]["build_fingerprint"], "build inputs")
+        builders = [p for p in pts if p.state == "pending"]
+        built = wave("build", builders, [*user_reuse, *siblings])
 
-    # 3. byte-identical artifacts: validate and report once.
-    merge_alike(builders, lambda p: built[p.name]["artifact_hash"], "artifact")
-    def validated(p: _Point, result: dict[str, Any]) -> None:  # reported as each point finishes
-        p.state = "done"
-        reused, skipped, ran = _stage_rows(p.stages)
-        finish(p, {"name": p.name, "state": "built", "build_dir": str(p.build_dir), "verdict": result["verdict"], "artifact_hash": result["artifact_hash"], "metrics": result["metrics"], "reused": reused, "skipped": skipped, "ran": ran})
+        # 3. byte-identical artifacts: validate and report once.
+        merge_alike(builders, lambda p: built[p.name]["artifact_hash"], "artifact")
+        def validated(p: _Point, result: dict[str, Any]) -> None:  # reported as each point finishes
+            p.state = "done"
+            reused, skipped, ran = _stage_rows(p.stages)
+            finish(p, {"name": p.name, "state": "built", "build_dir": str(p.build_dir), "verdict": result["verdict"], "artifact_hash": result["artifact_hash"], "metrics": result["metrics"], "reused": reused, "skipped": skipped, "ran": ran})
 
-    wave("validate", [p for p in pts if p.state == "pending"], [], validated)
+        wave("validate", [p for p in pts if p.state == "pending"], [], validated)
+    finally:
+        finished.close()
 
     for entry in merged:  # a point merged into one that was merged later shares the final one's artifact
         into = entry["into"]
