@@ -1,29 +1,25 @@
 """GPTQ (Frantar et al.): INT4 block-wise weights rounded column by column with Hessian H = X Xᵀ correction.
 
-The rounding itself is onnxruntime's implementation (``onnxruntime.quantization.neural_compressor
-.gptq_quantize``), fed the component's calibration activations. What this module adds is the
-transform contract around it:
+H is accumulated from the component's calibration activations on the ONNX graph
+(:func:`edgecompile.transforms.vlmq_hessian.weighted_hessians`, chunked, one sample at a time) and
+the rounding is our port of the reference column loop (:mod:`edgecompile.transforms.vlmq_gptq`).
+Why not onnxruntime's ``gptq_quantize``, which this transform called until the VLMQ work found it:
+in onnxruntime 1.32 its routine never uses the Hessian (its error update reads the zero triangle
+of the Cholesky factor of H⁻¹), so it was round-to-nearest on GPTQ's grid, and its INT4 packing
+re-derived each block's scale from that output (``tests/transforms/test_vlmq.py`` pins both).
 
-* only the plan's INT4 MatMuls are rounded: every other MatMul is marked "fp32" (left alone) —
-  MatMulNBitsQuantizer's GPTQ path ignores ``nodes_to_include`` and would also INT4 the lm_head
-  the plan keeps INT8, and it deep-copies the data reader, which a stream cannot survive;
+What this module adds is the transform contract around the loop:
+
+* only the plan's INT4 MatMuls are rounded; every other node is left alone;
 * the transformed float graph carries the *dequantized* GPTQ weights (codes × scales, computed by
   onnxruntime's own MatMulNBits kernel on an identity input), so calibration and every backend see
   the weights GPTQ chose, and backends that round again (TensorRT, QNN) start from GPTQ's grid;
 * the codes themselves are handed on as ``Prequantized`` MatMulNBits nodes, which the ORT CPU build
-  packs unchanged (bit-identical to running GPTQ inside the build, as before).
-
-Caveat (onnxruntime 1.32, pinned in ``tests/transforms/test_vlmq.py``): the GPTQ routine under
-``gptq_quantize`` never uses its Hessian (its error update reads the zero triangle of the Cholesky
-factor of H⁻¹), so this transform is round-to-nearest on GPTQ's min/max grid, and its INT4 packing
-re-derives each block's scale from that output. The reference GPTQ loop is
-``edgecompile.transforms.vlmq_gptq`` (``int4_algorithm: vlmq`` with ``vlmq.importance: constant``).
+  packs unchanged.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -36,18 +32,6 @@ from edgecompile.models.adapter import Feeds
 from edgecompile.plan.plan import PlanEntry
 from edgecompile.transforms.base import TransformOutcome
 from edgecompile.transforms.prequantized import Prequantized, PrequantizedNode
-
-
-class _Loader:
-    """The (inputs, label) batches neural_compressor's prepare_inputs iterates over."""
-
-    batch_size = 1
-
-    def __init__(self, feeds: list[Feeds]) -> None:
-        self.feeds = feeds
-
-    def __iter__(self):  # noqa: ANN204
-        return ((f, None) for f in self.feeds)
 
 
 def _int4_settings(entries: list[PlanEntry], component: str) -> tuple[int, bool]:
@@ -85,37 +69,44 @@ class GptqTransform:
     needs_activations: ClassVar[bool] = True
 
     def applies_to(self, entries: list[PlanEntry]) -> bool:
-        return any(e.precision == "int4" for e in entries)
+        return any(e.precision == "int4" and e.op_type == "MatMul" for e in entries)  # INT4 Gathers (embeddings) stay RTN
 
     def apply(self, model: onnx.ModelProto, component: str, entries: list[PlanEntry], feeds: Callable[[], Iterable[Feeds]] | None) -> TransformOutcome:
-        int4 = [e for e in entries if e.precision == "int4"]
-        block, symmetric = _int4_settings(int4, component)
-        samples = list(feeds()) if feeds is not None else []
-        if not samples:
-            raise InputError(f"quantization.int4_algorithm: gptq got no calibration samples for component {component}")
-        from onnxruntime.quantization.neural_compressor import gptq_quantize
+        from edgecompile.transforms.vlmq_gptq import gptq_weight, matmul_nbits
+        from edgecompile.transforms.vlmq_hessian import weighted_hessians
 
-        nodes = {e.node for e in int4}
-        scheme = "sym" if symmetric else "asym"
-        config: dict[str, object] = {n.name: ({"bits": 4, "group_size": block, "scheme": scheme} if n.name in nodes else "fp32") for n in model.graph.node if n.op_type == "MatMul"}
-        originals = {n.output[0]: n.name for n in model.graph.node if n.name in nodes}
-        weights = {n.name: n.input[1] for n in model.graph.node if n.name in nodes}
-        source = onnx.ModelProto()
-        source.CopyFrom(model)
-        with contextlib.redirect_stdout(io.StringIO()):  # it draws a progress bar on stdout
-            quantized = gptq_quantize(source, dataloader=_Loader(samples), weight_config=config, num_bits=4, group_size=block, scheme=scheme, n_samples=-1, blocksize=128, perchannel=True, accuracy_level=4)
-        quantized = quantized.model if hasattr(quantized, "model") else quantized
-        pre = Prequantized.from_graph(quantized, "MatMulNBits", originals)
+        int4 = [e for e in entries if e.precision == "int4" and e.op_type == "MatMul"]
+        block, symmetric = _int4_settings(int4, component)
+        if feeds is None or next(iter(feeds()), None) is None:
+            raise InputError(f"quantization.int4_algorithm: gptq got no calibration samples for component {component}")
+        wanted = {e.node for e in int4}
+        nodes = {n.name: n for n in model.graph.node if n.name in wanted}
+        consumers: dict[str, list[str]] = {}
+        for name, node in nodes.items():
+            consumers.setdefault(node.input[0], []).append(name)
+        hessians = weighted_hessians(model, consumers, feeds, lambda sample, node: None)
         inits = {i.name: i for i in model.graph.initializer}
+        pre = Prequantized()
         layers = []
-        for node in pre.nodes:
-            weight_name = weights[node.replaces]
+        for name, node in nodes.items():
+            weight_name = node.input[1]
             original = numpy_helper.to_array(inits[weight_name])
-            rounded = dequantized_weight(node, pre.tensors).astype(original.dtype)
-            inits[weight_name].CopyFrom(numpy_helper.from_array(rounded, weight_name))
-            change = float(np.linalg.norm(rounded - original) / max(np.linalg.norm(original), 1e-12))
-            layers.append({"transform": self.name, "component": component, "node": node.replaces, "weight": weight_name, "bits": 4, "block_size": block, "symmetric": symmetric, "relative_change": change})
+            new, new_inits = matmul_nbits(node, gptq_weight(original, hessians[name], 4, block, symmetric), 4, block, symmetric)
+            change = adopt_rounded(pre, inits, name, new, new_inits, weight_name, original)
+            layers.append({"transform": self.name, "component": component, "node": name, "weight": weight_name, "bits": 4, "block_size": block, "symmetric": symmetric, "relative_change": change})
         return TransformOutcome(model, layers, pre)
+
+
+def adopt_rounded(pre: Prequantized, inits: dict[str, onnx.TensorProto], replaces: str, new: onnx.NodeProto, new_inits: list[onnx.TensorProto], weight_name: str, original: np.ndarray) -> float:
+    """Hand on ``new`` (a MatMulNBits replacing ``replaces``) as prequantized, write its dequantized weight into the float graph; its relative change."""
+    tensors = {t.name: numpy_helper.to_array(t) for t in new_inits}
+    attributes = {a.name: helper.get_attribute_value(a) for a in new.attribute}
+    spec = PrequantizedNode(replaces, new.op_type, new.domain, new.name, list(new.input), list(new.output), attributes, [t.name for t in new_inits])
+    pre.nodes.append(spec)
+    pre.tensors.update(tensors)
+    rounded = dequantized_weight(spec, pre.tensors).astype(original.dtype)
+    inits[weight_name].CopyFrom(numpy_helper.from_array(rounded, weight_name))
+    return float(np.linalg.norm(rounded - original) / max(np.linalg.norm(original), 1e-12))
 
 
 TRANSFORM = GptqTransform()

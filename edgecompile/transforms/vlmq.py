@@ -46,8 +46,8 @@ from edgecompile.models.adapter import Feeds
 from edgecompile.models.generative import DEFAULT_QUESTION
 from edgecompile.plan.plan import PlanEntry
 from edgecompile.transforms.base import TransformOutcome
-from edgecompile.transforms.gptq import _int4_settings, dequantized_weight
-from edgecompile.transforms.prequantized import Prequantized, PrequantizedNode
+from edgecompile.transforms.gptq import _int4_settings, adopt_rounded
+from edgecompile.transforms.prequantized import Prequantized
 from edgecompile.transforms.vlmq_gptq import gptq_weight, matmul_nbits
 from edgecompile.transforms.vlmq_hessian import CHUNK_TENSORS, weighted_hessians
 from edgecompile.transforms.vlmq_importance import BlockwiseImportance, SampleImportance, attention_projection
@@ -266,14 +266,7 @@ class VlmqTransform:
             else:
                 result = gptq_weight(original, hessians[name], s.bits, block, symmetric, blocksize=128, percdamp=s.damping, act_order=s.act_order)
                 new, new_inits = matmul_nbits(node, result, s.bits, block, symmetric)
-            tensors = {t.name: numpy_helper.to_array(t) for t in new_inits}
-            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in new.attribute}
-            spec = PrequantizedNode(name, new.op_type, new.domain, new.name, list(new.input), list(new.output), attributes, [t.name for t in new_inits])
-            pre.nodes.append(spec)
-            pre.tensors.update(tensors)
-            rounded = dequantized_weight(spec, pre.tensors).astype(original.dtype)
-            inits[weight_name].CopyFrom(numpy_helper.from_array(rounded, weight_name))
-            change = float(np.linalg.norm(rounded - original) / max(np.linalg.norm(original), 1e-12))
+            change = adopt_rounded(pre, inits, name, new, new_inits, weight_name, original)
             key = weighted[name]
             layers.append({"transform": self.name, "component": component, "node": name, "weight": weight_name, "bits": s.bits, "block_size": block, "symmetric": symmetric,
                            "relative_change": change, "importance": s.importance if key else "plain", "projection": f"{key[0]}.{key[1]}" if key else None})

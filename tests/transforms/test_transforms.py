@@ -76,30 +76,34 @@ def test_gptq_transform_records_layers_and_rewrites_the_float_decoder(gptq_build
         assert len(np.unique(after[:16, 0])) <= 16  # one INT4 block of one column: at most 16 levels
 
 
-def test_gptq_codes_in_the_artifact_equal_onnxruntime_gptq_run_directly(gptq_build: tuple[Path, Path]) -> None:
-    """What the build packed is bit-identical to gptq_quantize on the exported decoder (the pre-transform-slot path)."""
-    from onnxruntime.quantization.neural_compressor import gptq_quantize
-
+def test_gptq_codes_in_the_artifact_equal_the_reference_loop_run_directly(gptq_build: tuple[Path, Path]) -> None:
+    """What the build packed is bit-identical to the reference GPTQ loop on the exported decoder with H = X Xᵀ from calibration."""
     from edgecompile.data.sources import calibration_samples
     from edgecompile.stages.context import BuildContext
-    from edgecompile.transforms.gptq import _Loader
+    from edgecompile.transforms.vlmq_gptq import gptq_weight, matmul_nbits
+    from edgecompile.transforms.vlmq_hessian import weighted_hessians
 
     _, build = gptq_build
     ctx = BuildContext.open(build)
     plan = json.loads((build / "annotate" / "plan.json").read_text())
-    entries = [e for e in plan["entries"] if e["component"] == "decoder" and e["precision"] == "int4"]
+    entries = [e for e in plan["entries"] if e["component"] == "decoder" and e["precision"] == "int4" and e["op_type"] == "MatMul"]
     int4 = {e["node"] for e in entries}
-    block, scheme = entries[0]["block_size"], "sym" if entries[0]["symmetric"] else "asym"
+    block, symmetric = entries[0]["block_size"], entries[0]["symmetric"]
     model = onnx.load(str(build / "export" / "decoder.onnx"))
-    config = {n.name: ({"bits": 4, "group_size": block, "scheme": scheme} if n.name in int4 else "fp32") for n in model.graph.node if n.op_type == "MatMul"}
-    feeds = list(ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples("synthetic", 4), "decoder"))
-    with contextlib.redirect_stdout(io.StringIO()):
-        direct = gptq_quantize(model, dataloader=_Loader(feeds), weight_config=config, num_bits=4, group_size=block, scheme=scheme, n_samples=-1, blocksize=128, perchannel=True, accuracy_level=4)
-    direct = direct.model if hasattr(direct, "model") else direct
+    nodes = {n.name: n for n in model.graph.node if n.name in int4}
+    consumers: dict[str, list[str]] = {}
+    for name, node in nodes.items():
+        consumers.setdefault(node.input[0], []).append(name)
+    recipe = ctx.recipe.calibration
+    hessians = weighted_hessians(model, consumers, lambda: ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(recipe.set, recipe.samples), "decoder"), lambda sample, node: None)
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    direct_nodes, direct_inits = {}, {}
+    for name, node in nodes.items():
+        new, inits = matmul_nbits(node, gptq_weight(weights[node.input[1]], hessians[name], 4, block, symmetric), 4, block, symmetric)
+        direct_nodes[new.name] = new
+        direct_inits.update({t.name: numpy_helper.to_array(t) for t in inits})
     artifact = onnx.load(str(build / "build" / "decoder.onnx"))
-    direct_inits = {i.name: numpy_helper.to_array(i) for i in direct.graph.initializer}
     artifact_inits = {i.name: numpy_helper.to_array(i) for i in artifact.graph.initializer}
-    direct_nodes = {n.name: n for n in direct.graph.node if n.op_type == "MatMulNBits"}
     compared = 0
     for node in artifact.graph.node:
         if node.op_type != "MatMulNBits" or node.name not in direct_nodes:

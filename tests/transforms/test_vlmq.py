@@ -50,14 +50,14 @@ def _side(llava):  # noqa: ANN001, ANN202
 
 
 def test_constant_importance_equals_the_gptq_transform_exactly(llava) -> None:  # noqa: ANN001
-    """G ≡ 1 through onnxruntime's routine: the same codes, scales and float weights as the ``gptq`` transform (gptq_quantize)."""
+    """G ≡ 1: the same codes, scales and float weights as the ``gptq`` transform (both the reference loop with H = X Xᵀ)."""
     from edgecompile.transforms.gptq import TRANSFORM as GPTQ
     from edgecompile.transforms.vlmq import TRANSFORM as VLMQ
 
     adapter, loaded, model, entries, samples = llava
     feeds = lambda: adapter.calibration_feeds(loaded, samples(), "decoder")  # noqa: E731
     gptq = GPTQ.apply(_copy(model), "decoder", entries, feeds)
-    vlmq = VLMQ.bind(_side(llava)).with_settings(importance="constant", solver="onnxruntime").apply(_copy(model), "decoder", entries, feeds)
+    vlmq = VLMQ.bind(_side(llava)).with_settings(importance="constant").apply(_copy(model), "decoder", entries, feeds)
     assert len(gptq.prequantized.nodes) == len(vlmq.prequantized.nodes) >= 14  # 2 layers x 7 linears
     theirs = {n.replaces: n for n in gptq.prequantized.nodes}
     for node in vlmq.prequantized.nodes:
