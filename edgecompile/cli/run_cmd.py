@@ -1,7 +1,10 @@
 """``edgecompile run``: generate an answer with a built generative VLM on this machine, streaming tokens.
 
 Loads only the processor and config from the model directory (no torch weights) and the build's
-artifact through its backend's runner, then runs greedy decoding with the KV cache.
+artifact through its backend's runner, then runs greedy decoding with the KV cache through
+``runtime.generate``, the one loop every backend's runner serves (ORT CPU, ExecuTorch, the TensorRT
+stand-in here; CoreML's stateful decoder on macOS). An artifact that cannot execute on this
+machine is refused with where it can.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def run_cmd(build_dir: Path, image: Path, prompt: str, max_new_tokens: int, refe
         built = recorded(ctx, "build").output
         directory, artifact = built.folder, built.artifact
     if not artifact.runs_here:
-        raise InputError(f"{build_dir}: the {artifact.backend} artifact cannot execute on this machine ({artifact.where})")
+        where_to = {"coreml": "; CoreML predicts on macOS only: run 'edgecompile run' on a Mac (macOS 15+) with this build directory"}.get(artifact.backend, "")
+        raise InputError(f"{build_dir}: the {artifact.backend} artifact cannot execute on this machine ({artifact.where}){where_to}")
     runner = get_backend(artifact.backend).runner(directory, artifact)
     config = AutoConfig.from_pretrained(ctx.model_dir)
     loaded = LoadedModel(path=ctx.model_dir, model=None, processor=adapter.load_processor(ctx.model_dir), config=config)  # type: ignore[arg-type]

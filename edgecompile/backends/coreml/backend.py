@@ -11,6 +11,12 @@ CoreML compresses weights, not activations: the plan's INT8 (W8A8) nodes become 
 weights with FP16 activations (W8A16). Activation quantization in coremltools
 (``linear_quantize_activations``) calibrates by running the model, which needs macOS.
 
+A generative VLM's decoder is converted with a stateful KV cache by default (``coreml_kv_cache:
+stateful``, iOS18/macOS15): the cache is two CoreML states of fixed length ``context_length``
+written in place (``backends.coreml.stateful``); ``coreml_kv_cache: explicit`` keeps the cache as
+inputs/outputs with dynamic lengths. The structural check reads the states' names, shapes and
+dtypes from the saved program.
+
 Recipe option ``backend_options.coreml_format: ort-coreml-ep`` writes FP16 ONNX graphs for ONNX
 Runtime's CoreML execution provider instead (float plans only: that EP does not take Q/DQ graphs),
 with the EP's static partition coverage from onnxruntime's mobile usability checker.
@@ -20,8 +26,11 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import Field
 
 import numpy as np
 import onnx
@@ -108,8 +117,46 @@ def program_summary(mlpackage: Path) -> dict[str, Any]:
         "weights": dict(Counter(weights)),
         "inputs": [i.name for i in description.input],
         "outputs": [o.name for o in description.output],
+        "specification_version": int(spec.specificationVersion),
         "bytes": artifact_bytes(mlpackage),
     }
+
+
+def program_states(mlpackage: Path) -> dict[str, dict[str, Any]]:
+    """The states an ML Program declares: name -> {shape, dtype} (empty for a stateless program)."""
+    import coremltools as ct
+    from coremltools.proto import FeatureTypes_pb2
+
+    out = {}
+    for state in ct.utils.load_spec(str(mlpackage)).description.state:
+        array = state.type.stateType.arrayType
+        dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)
+        out[state.name] = {"shape": [int(d) for d in array.shape], "dtype": {"FLOAT16": "fp16", "FLOAT32": "fp32"}.get(dtype, dtype.lower())}
+    return out
+
+
+def _stateful_layout(inputs: BuildInputs, loaded: Any, options: dict[str, Any]):  # noqa: ANN202 - StatefulLayout | None
+    """The stateful cache's layout for a generative decoder, or None (explicit layout) where it does not apply.
+
+    It covers the plain causal ``DecoderWithCache`` with 1-D positions (Llama, Qwen2, Mistral...);
+    a prefix-LM mask (PaliGemma) or M-RoPE positions (Qwen2-VL) keep the explicit layout.
+    """
+    if inputs.adapter.family != "generative" or options.get("coreml_kv_cache", "stateful") != "stateful":
+        return None
+    from edgecompile.backends.coreml.stateful import StatefulLayout
+    from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache
+
+    decoder = next((c.module for c in inputs.adapter.components(loaded) if c.name == "decoder"), None)
+    text = loaded.config.get_text_config(decoder=True)
+    cache = CacheLayout.from_text_config(text)
+    if type(decoder) is not DecoderWithCache or cache.position_dims != 1:
+        return None
+    limit = getattr(text, "max_position_embeddings", None)
+    wanted = options.get("context_length")
+    if wanted is not None and limit is not None and wanted > limit:
+        raise InputError(f"backend_options.context_length: {wanted} exceeds the model's max_position_embeddings {limit}")
+    context = int(wanted or min(limit or 4096, 4096))
+    return StatefulLayout(cache.layers, cache.kv_heads, cache.head_dim, cache.hidden, context)
 
 
 def pad_empty_past(feeds: Feeds) -> tuple[Feeds, bool]:
@@ -144,6 +191,8 @@ class CoreMlOptions(Strict):
     coreml_palettize_bits: Literal[1, 2, 3, 4, 6, 8] | None = None
     coreml_deployment_target: str = "macOS15"  # checked against coremltools' targets when converting
     coreml_compute_precision: Literal["fp16", "fp32"] = "fp16"
+    coreml_kv_cache: Literal["stateful", "explicit"] = Field(default="stateful", description="generative decoders: the KV cache as CoreML states (iOS18/macOS15) or as explicit inputs/outputs")
+    context_length: int | None = Field(default=None, ge=2, le=65536, description="L: the stateful cache's slots; default min(max_position_embeddings, 4096)")
 
 
 class CoreMlBackend(Backend):
@@ -178,9 +227,17 @@ class CoreMlBackend(Backend):
         files: dict[str, str] = {}
         applied: dict[str, dict[str, str]] = {}
         expected_io = {c: _onnx_io(p) for c, p in inputs.exported.items()}
+        stateful = _stateful_layout(inputs, loaded, options)
         for spec in inputs.adapter.components(loaded):
             entries = inputs.plan.for_component(spec.name)
-            model = convert(spec, entries, deployment, compute)
+            if spec.name == "decoder" and stateful is not None:
+                from edgecompile.backends.coreml.convert import convert_stateful
+                from edgecompile.backends.coreml.stateful import INPUT_NAMES, stateful_from_decoder
+
+                model = convert_stateful(stateful_from_decoder(spec.module, stateful), stateful, entries, deployment, compute)
+                expected_io[spec.name] = {"inputs": list(INPUT_NAMES), "outputs": ["logits"]}
+            else:
+                model = convert(spec, entries, deployment, compute)
             model, chosen = compress(model, entries, palettize)
             name = f"{spec.name}.mlpackage"
             model.save(str(inputs.out_dir / name))
@@ -193,7 +250,13 @@ class CoreMlBackend(Backend):
         ]
         here = platform.system() == "Darwin"
         where = f"CoreML on {platform.machine()} macOS" if here else f"not executed: CoreML prediction needs macOS (built on {platform.system()} {platform.machine()})"
-        return Artifact(self.name, files, runs_here=here, where=where, notes=notes, extra={"expected_io": expected_io, "compressed": applied, "planned_integer_entries": planned, "palettize_bits": palettize})
+        extra = {"expected_io": expected_io, "compressed": applied, "planned_integer_entries": planned, "palettize_bits": palettize, "deployment_target": deployment}
+        if stateful is not None:
+            extra["stateful"] = asdict(stateful)
+            notes.append(f"decoder KV cache: CoreML states key_cache/value_cache {list(stateful.state_shape)} FP16 ({stateful.state_bytes() / 2**20:.2f} MiB), written in place; context {stateful.context} tokens")
+        elif inputs.adapter.family == "generative":
+            notes.append("decoder KV cache: explicit inputs/outputs (backend_options.coreml_kv_cache: explicit, or a decoder the stateful layout does not cover)")
+        return Artifact(self.name, files, runs_here=here, where=where, notes=notes, extra=extra)
 
     def structural_check(self, artifact_dir: Path, artifact: Artifact) -> dict[str, Any]:
         if artifact.extra.get("format") == "ort-coreml-ep":
@@ -214,10 +277,20 @@ class CoreMlBackend(Backend):
             for dtype in ("int8", "int4", "fp16", "fp32"):
                 metrics[f"coreml.{component}.weights_{dtype}_fraction"] = summary["weights"].get(dtype, 0) / total if total else 0.0
             metrics[f"coreml.{component}.io_match"] = 1.0 if io_match else 0.0
+            metrics[f"coreml.{component}.specification_version"] = summary["specification_version"]  # 9: iOS18/macOS15
             planned = int(artifact.extra.get("planned_integer_entries", {}).get(component, 0))
             compressed = sum(n for d, n in summary["weights"].items() if d in ("int8", "int4") or d.startswith("palettized"))
             planned_total += planned
             applied_total += min(compressed, planned)
+        if "stateful" in artifact.extra and "decoder" in artifact.components:
+            from edgecompile.backends.coreml.stateful import STATE_NAMES, StatefulLayout
+
+            declared = program_states(artifact_dir / artifact.components["decoder"])
+            shape = list(StatefulLayout(**artifact.extra["stateful"]).state_shape)
+            metrics["coreml.decoder.states"] = declared
+            match = sorted(declared) == sorted(STATE_NAMES) and all(d == {"shape": shape, "dtype": "fp16"} for d in declared.values())
+            metrics["coreml.decoder.state_match"] = 1.0 if match else 0.0
+            all_match &= match
         metrics["coreml.io_match"] = 1.0 if all_match else 0.0
         metrics["coreml.plan_applied_fraction"] = applied_total / planned_total if planned_total else 1.0
         return metrics
@@ -229,20 +302,51 @@ class CoreMlBackend(Backend):
             from edgecompile.backends.coreml.ort_ep import ort_coreml_runner
 
             return ort_coreml_runner(artifact_dir, artifact)
-        import coremltools as ct
+        return CoreMlRunner(artifact_dir, artifact)
 
-        models: dict[str, Any] = {}
 
-        def run(component: str, feeds: Feeds) -> Outputs:
-            if component not in models:
-                models[component] = ct.models.MLModel(str(artifact_dir / artifact.components[component]), compute_units=ct.ComputeUnit.ALL)
-            model = models[component]
-            feeds, padded = pad_empty_past(feeds)
-            kinds = {i.name: i.type.multiArrayType.dataType for i in model.get_spec().description.input}
-            cast = {65568: np.float32, 65552: np.float16, 131104: np.int32}  # ArrayFeatureType.ArrayDataType values
-            prepared = {k: np.ascontiguousarray(v.astype(cast.get(kinds[k], v.dtype))) for k, v in feeds.items() if k in kinds}
-            outputs = {k: np.asarray(v, dtype=np.float32) for k, v in model.predict(prepared).items()}
-            return crop_padded_present(outputs) if padded else outputs
+class CoreMlRunner:
+    """The runtime's ComponentRunner on CoreML (macOS): ``MLModel.predict`` per component.
 
-        return run
+    A stateful decoder also offers :meth:`fast_decoder` (``runtime.generate`` drives it with one
+    ``make_state()`` per answer, keys/values written in place), and answers explicit-cache calls
+    (``past_*`` in, ``present_*`` out) by writing the past into a fresh state and reading it back.
+    """
 
+    def __init__(self, artifact_dir: Path, artifact: Artifact) -> None:
+        self.directory, self.artifact = artifact_dir, artifact
+        self.models: dict[str, Any] = {}
+        self.layout = None
+        if "stateful" in artifact.extra:
+            from edgecompile.backends.coreml.stateful import StatefulLayout
+
+            self.layout = StatefulLayout(**artifact.extra["stateful"])
+
+    def model(self, component: str) -> Any:
+        if component not in self.models:
+            import coremltools as ct
+
+            self.models[component] = ct.models.MLModel(str(self.directory / self.artifact.components[component]), compute_units=ct.ComputeUnit.ALL)
+        return self.models[component]
+
+    def fast_decoder(self, layers: int, max_length: int):  # noqa: ANN201 - StatefulCoreMlDecoder | None
+        if self.layout is None:
+            return None
+        if max_length > self.layout.context:
+            raise InputError(f"decoder: the prompt and max_new_tokens need {max_length} cache slots, the stateful CoreML decoder holds {self.layout.context} (backend_options.context_length)")
+        from edgecompile.backends.coreml.stateful import StatefulCoreMlDecoder
+
+        return StatefulCoreMlDecoder(self.model("decoder"), self.layout, lambda ids: self("embed_tokens", {"input_ids": ids})["inputs_embeds"])
+
+    def __call__(self, component: str, feeds: Feeds) -> Outputs:
+        model = self.model(component)
+        if component == "decoder" and self.layout is not None:
+            from edgecompile.backends.coreml.stateful import explicit_call
+
+            return explicit_call(model, self.layout, feeds)
+        feeds, padded = pad_empty_past(feeds)
+        kinds = {i.name: i.type.multiArrayType.dataType for i in model.get_spec().description.input}
+        cast = {65568: np.float32, 65552: np.float16, 131104: np.int32}  # ArrayFeatureType.ArrayDataType values
+        prepared = {k: np.ascontiguousarray(v.astype(cast.get(kinds[k], v.dtype))) for k, v in feeds.items() if k in kinds}
+        outputs = {k: np.asarray(v, dtype=np.float32) for k, v in model.predict(prepared).items()}
+        return crop_padded_present(outputs) if padded else outputs

@@ -132,8 +132,8 @@ def _fp32_selector(entries: list[PlanEntry]) -> Callable[[Any], bool]:
     return selector
 
 
-def convert(spec: ComponentSpec, entries: list[PlanEntry], deployment: str, compute_precision: str) -> Any:
-    """The ML Program for one component, outputs renamed to the component's output names."""
+def _target_and_precision(entries: list[PlanEntry], deployment: str, compute_precision: str, stateful: bool = False) -> tuple[Any, Any]:
+    """coremltools' deployment target and compute precision for the recipe's options, refusing what the target cannot hold."""
     import coremltools as ct
 
     targets = {"macOS15": ct.target.macOS15, "iOS18": ct.target.iOS18, "macOS14": ct.target.macOS14, "iOS17": ct.target.iOS17}
@@ -141,10 +141,50 @@ def convert(spec: ComponentSpec, entries: list[PlanEntry], deployment: str, comp
         raise InputError(f"backend_options.coreml_deployment_target: expected one of {', '.join(targets)}, got '{deployment}'")
     if any(e.precision == "int4" for e in entries) and deployment not in ("macOS15", "iOS18"):
         raise InputError(f"backend_options.coreml_deployment_target: INT4 per-block weights need iOS18/macOS15, got '{deployment}'")
+    if stateful and deployment not in ("macOS15", "iOS18"):
+        raise InputError(f"backend_options.coreml_deployment_target: a stateful KV cache (coreml_kv_cache: stateful) needs iOS18/macOS15, got '{deployment}'; or set coreml_kv_cache: explicit")
     precision = ct.transform.FP16ComputePrecision(op_selector=_fp32_selector(entries)) if compute_precision == "fp16" else ct.precision.FLOAT32
+    return targets[deployment], precision
+
+
+def convert_stateful(decoder: Any, layout: Any, entries: list[PlanEntry], deployment: str, compute_precision: str) -> Any:
+    """The decoder as an ML Program with the KV cache as two CoreML states (see ``backends.coreml.stateful``).
+
+    ``decoder`` is a :class:`~edgecompile.backends.coreml.stateful.StatefulDecoder`; the chunk length
+    is dynamic from 1 to L-1 tokens (L: its fixed cache length), every other shape static.
+    """
+    import coremltools as ct
+    import numpy as np
+    import torch
+
+    from edgecompile.backends.coreml.stateful import STATE_NAMES, stateful_example_inputs
+
+    target, precision = _target_and_precision(entries, deployment, compute_precision, stateful=True)
+    seq = torch.export.Dim("sequence", min=1, max=layout.context - 1)
+    shapes = ({1: seq}, {1: seq}, None, None)
+    states = [ct.StateType(wrapped_type=ct.TensorType(shape=layout.state_shape, dtype=np.float16), name=n) for n in STATE_NAMES]
+    with _quiet():
+        with torch.no_grad():
+            program = torch.export.export(decoder.eval(), stateful_example_inputs(layout), dynamic_shapes=shapes)
+        program = drop_aliases(program.run_decompositions(_decompositions()))
+        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target, compute_precision=precision, states=states)
+    mlspec = model.get_spec()
+    produced = [o.name for o in mlspec.description.output]
+    if len(produced) != 1:
+        raise InputError(f"decoder: the stateful CoreML program has {len(produced)} outputs, expected 1 (logits)")
+    if produced[0] != "logits":
+        ct.utils.rename_feature(mlspec, produced[0], "logits")
+    return ct.models.MLModel(mlspec, weights_dir=model.weights_dir, skip_model_load=True)
+
+
+def convert(spec: ComponentSpec, entries: list[PlanEntry], deployment: str, compute_precision: str) -> Any:
+    """The ML Program for one component, outputs renamed to the component's output names."""
+    import coremltools as ct
+
+    target, precision = _target_and_precision(entries, deployment, compute_precision)
     with _quiet():
         program = export_program(spec)
-        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=targets[deployment], compute_precision=precision)
+        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target, compute_precision=precision)
     mlspec = model.get_spec()
     taken = [i.name for i in mlspec.description.input]
     if len(taken) != len(spec.input_names):
