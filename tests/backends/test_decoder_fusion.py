@@ -59,10 +59,15 @@ def test_int4_decoder_is_fused_with_packed_qkv_and_keeps_parity(exported) -> Non
     plan = annotate({"decoder": graph}, rules_for("vlm-default", (), 32), "vlm-default")
     int4 = insert_matmul_nbits(graph, plan.for_component("decoder"))
     model, note = prepare_decoder(int4, "decoder")
-    assert note is not None and "2 GroupQueryAttention" in note and "2 packed QKV" in note, note
+    assert note is not None and "2 GroupQueryAttention" in note and "2 packed QKV" in note and f"{LAYERS} packed gate/up" in note, note
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
-    assert len(nbits) == sum(n.op_type == "MatMulNBits" for n in int4.graph.node) - 2 * LAYERS
+    assert len(nbits) == sum(n.op_type == "MatMulNBits" for n in int4.graph.node) - 3 * LAYERS  # q/k/v -> 1 and gate/up -> 1 per layer
     assert fusion_parity(int4, model, prompt=9, decode_steps=4, seed=3) >= 0.999
+    from edgecompile.backends.ort_cpu.decoder_attention import pack_gate_up
+    from edgecompile.backends.ort_cpu.decoder_fusion import fuse_decoder
+
+    unpacked, _ = fuse_decoder(int4)
+    assert fusion_parity(unpacked, pack_gate_up(unpacked)[0], prompt=9, decode_steps=4, seed=3) >= 1 - 1e-6  # packing gate/up is exact
 
 
 def test_graph_without_cache_or_pattern_is_left_alone(exported) -> None:  # noqa: ANN001

@@ -59,7 +59,8 @@ def test_artifact_int4_decoder_int8_vit(build) -> None:  # noqa: ANN001
     ops = Counter(n.op_type for n in decoder.graph.node)
     packed = sum(1 for n in decoder.graph.node if n.op_type == "GroupQueryAttention" and not n.input[1])  # Q/K/V in one MatMulNBits
     assert ops["GroupQueryAttention"] > 0  # the ORT CPU build fused the decoder
-    assert ops["MatMulNBits"] + 2 * packed == int4 > 0
+    gate_up = sum(1 for n in decoder.graph.node if n.op_type == "MatMulNBits" and n.name.endswith("_gate_up"))  # gate and up in one MatMulNBits
+    assert ops["MatMulNBits"] + 2 * packed + gate_up == int4 > 0
     nbits = [n for n in decoder.graph.node if n.op_type == "MatMulNBits"]
     assert all({a.name: a.i for a in n.attribute}["bits"] == 4 and {a.name: a.i for a in n.attribute}["block_size"] == 16 for n in nbits)
     assert ops["DequantizeLinear"] > 0  # the INT8 lm_head

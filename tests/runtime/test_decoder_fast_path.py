@@ -61,18 +61,15 @@ def test_unfused_graph_falls_back_to_the_generic_loop(built) -> None:  # noqa: A
     assert generate(runner, spec, ids, pixels, 4).tokens == generate(CpuRunner(built.build_dir / "build", FILES), spec, ids, pixels, 4).tokens
 
 
-def test_packed_gate_up_is_exact_and_the_cache_has_a_limit(built, tmp_path: Path) -> None:  # noqa: ANN001
-    model, packed = pack_gate_up(onnx.load(str(built.build_dir / "build" / "decoder.onnx")))
-    assert packed == 2  # one per layer
-    for name in ("embed_tokens.onnx", "vision_encoder.onnx"):
+def test_the_build_packs_gate_up_and_the_cache_has_a_limit(built, tmp_path: Path) -> None:  # noqa: ANN001
+    """The ORT CPU build packed each layer's gate/up pair (exactness: tests/backends/test_decoder_fusion.py); a full cache is refused."""
+    model = onnx.load(str(built.build_dir / "build" / "decoder.onnx"))
+    assert sum(n.name.endswith("_gate_up") for n in model.graph.node if n.op_type == "MatMulNBits") == 2  # one per layer
+    assert pack_gate_up(model)[1] == 0  # nothing left to pack
+    for name in ("embed_tokens.onnx", "vision_encoder.onnx", "decoder.onnx"):
         shutil.copy(built.build_dir / "build" / name, tmp_path / name)
-    onnx.save(model, str(tmp_path / "decoder.onnx"))
     spec = built.adapter.generation_spec(built.loaded().config)
-    ids, pixels = _prompts(built, 1)[0]
-    before = generate(CpuRunner(built.build_dir / "build", FILES), spec, ids, pixels, 6)
-    after = generate(CpuRunner(tmp_path, FILES), spec, ids, pixels, 6)
-    assert after.tokens == before.tokens
-    np.testing.assert_allclose(after.first_logits, before.first_logits, rtol=1e-5, atol=1e-5)
+    ids, _ = _prompts(built, 1)[0]
     decoder = CpuRunner(tmp_path, FILES).fast_decoder(spec.layers, ids.shape[1] + 1)
     embeds = np.zeros((1, ids.shape[1], spec.hidden), np.float32)
     decoder.prefill(embeds, spec.position_ids(0, ids.shape[1]))

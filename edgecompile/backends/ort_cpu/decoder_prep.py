@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from edgecompile.backends.ort_cpu.decoder_attention import pack_gate_up
 from edgecompile.backends.ort_cpu.decoder_fusion import fuse_decoder
 
 MIN_COSINE = 0.999
@@ -64,7 +65,8 @@ def prepare_decoder(model: onnx.ModelProto, component: str) -> tuple[onnx.ModelP
     fused, report = fuse_decoder(model)
     if not report.changed:
         return model, f"{component}: no decoder pattern matched for contrib-op fusion ({'; '.join(report.skipped[:2]) or 'no layers'}); kept the exported graph"
-    summary = f"{report.attentions} GroupQueryAttention, {report.rms_norms} RMSNorm ({report.skip_norms} with residual), {report.packed_qkv} packed QKV MatMulNBits"
+    fused, gate_up = pack_gate_up(fused)  # exact: the packed MatMulNBits computes the same columns
+    summary = f"{report.attentions} GroupQueryAttention, {report.rms_norms} RMSNorm ({report.skip_norms} with residual), {report.packed_qkv} packed QKV MatMulNBits, {gate_up} packed gate/up MatMulNBits"
     if model.ByteSize() > _PROTO_LIMIT:
         return fused, f"{component}: fused ({summary}); parity against the unfused graph not checked here (graph over 2 GiB), validate compares with the float reference"
     cosine = fusion_parity(model, fused)
