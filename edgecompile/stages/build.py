@@ -7,7 +7,7 @@ from typing import Any
 
 import onnx
 
-from edgecompile.backends.base import BuildInputs, artifact_bytes
+from edgecompile.backends.base import BuildInputs, artifact_bytes, release_memory
 from edgecompile.backends.registry import get_backend
 from edgecompile.bundle import BUNDLE_DIR
 from edgecompile.bundle.writer import write_bundle
@@ -31,10 +31,17 @@ class BuildStage(Stage):
         available = backend.availability()
         if not available.can_build:
             raise BackendUnavailable(f"backend '{backend.name}' cannot build on this machine: {available.reason}")
+        # Memory: the torch model calibrate loaded is not needed here (backends that calibrate again
+        # load it back through ``calibration_feeds``), and the graphs read for the plan are dropped
+        # before the backend loads its own copy: a graph with embedded weights is read whole.
+        ctx.release_weights()
+        release_memory()
         graphs_in = upstream.graphs()
         graphs = {c: onnx.load(str(p), load_external_data=False) for c, p in graphs_in.items()}
         ranges = upstream.calibrate.ranges()
         plan = backend.adapt_plan(upstream.annotate.plan(), ctx.target, ranges, graphs)
+        del graphs
+        release_memory()
         plan.save(out / EFFECTIVE_PLAN)
         cal = ctx.recipe.calibration
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import onnx
 
+from edgecompile.backends.base import release_memory
 from edgecompile.calibration.ranges import TensorRanges, save_ranges
 from edgecompile.calibration.streaming import calibrate_component
 from edgecompile.errors import InputError
@@ -46,6 +47,7 @@ class CalibrateStage(Stage):
         c = ctx.recipe.calibration
         plan = upstream.annotate.plan()
         per_component: dict[str, TensorRanges] = {}
+        release_memory()  # what export left behind (the exporter's graph, which holds the torch weights)
         for component, path in upstream.graphs().items():
             # The graph without its weights: shape inference and the session never need the weights in
             # this process's protobuf (graphs over 2 GiB cannot be serialized with them).
@@ -62,5 +64,7 @@ class CalibrateStage(Stage):
                 if "no inputs" not in str(exc):
                     raise
                 raise InputError(f"{ctx.resolved.recipe_path}: calibration.set: '{c.set}' yields no samples for component {component} (it needs {'images' if 'vision' in component else 'text'})") from None
+            del model
+            release_memory()  # one component's graph and session at a time
         save_ranges(out / RANGES_FILE, per_component)
         return {"method": c.method, "set": c.set, "tensors": {k: len(v.ranges) for k, v in per_component.items()}, "samples": {k: v.samples for k, v in per_component.items()}}

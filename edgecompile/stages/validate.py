@@ -8,7 +8,6 @@ recorded while it runs, so that the device completes the pending gates without t
 
 from __future__ import annotations
 
-import gc
 import platform
 from dataclasses import asdict, replace
 import shutil
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompile.backends.base import artifact_bytes
+from edgecompile.backends.base import artifact_bytes, release_memory
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir.atomic import write_json
 from edgecompile.data.sources import eval_data, eval_fingerprint
@@ -141,7 +140,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     latency_feeds = {c: ctx.adapter.latency_feeds(loaded, c) for c in {**ref_files, **artifact.components}}
     loaded = _without_weights(loaded)
     ctx.release_weights()
-    gc.collect()
+    release_memory()
     metrics: dict[str, Any] = {}
     notes: list[str] = list(artifact.notes)
 
@@ -163,7 +162,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     # The reference run is recorded (outputs, Polygraphy reference, pack): accuracy, drift and
     # attribution reuse it, so its sessions are closed before the candidate's open.
     del reference_run
-    gc.collect()
+    release_memory()
 
     ref_latency = _latency(ctx, latency_feeds, "ort-cpu", upstream.export.folder, ref_files)
     for c, lat in ref_latency.items():
@@ -196,7 +195,7 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
         comparison = deep.compare_candidate(ctx.recipe.comparison, out, ctx.path("validate"), candidate_run, artifact_dir, artifact)
         # Attribution opens its own sessions a chunk at a time (weights read from disk): the candidate's close first.
         del candidate_run
-        gc.collect()
+        release_memory()
         metrics.update(deep.attribute_candidate(ctx.recipe.comparison, out, comparison, artifact_dir, artifact, exported, upstream.build.effective_plan_path, fp16_native=ctx.target.executes("fp16")))
         repeat = _read_json(out / deep.COMPARISON_FILE).get("commands", {})
         latency = _latency(ctx, latency_feeds, artifact.backend, artifact_dir, artifact.components)

@@ -47,14 +47,43 @@ def _weight_symmetry(entries: list[PlanEntry], component: str, required: bool | 
     return True
 
 
+def _shape_inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with onnxruntime's shape-inference marker, made without a second copy of its weights.
+
+    onnxruntime's quantizer, given a model without that marker, runs
+    ``save_and_reload_model_with_shape_infer``: ``copy.deepcopy`` of the whole graph, saved as
+    external data, shape-inferred on disk, loaded back, while the caller still holds the original:
+    two FP32 copies of a decoder at once (the build stage's peak on a 0.5 B LLaVA decoder). Here the
+    same steps run on ``model`` itself: it is saved in place (its weights move to a scratch file and
+    leave its protobuf), then onnxruntime's own ``load_model_with_shape_infer`` reads it back; the
+    result is the graph the quantizer would have made, byte for byte. ``model`` is consumed.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer, model_has_infer_metadata
+
+    if model_has_infer_metadata(model):
+        return model
+    with tempfile.TemporaryDirectory(prefix="edgecompile-quant-") as scratch:
+        path = Path(scratch) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True)  # in place: raw data written out and cleared
+        return load_model_with_shape_infer(path)
+
+
 def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry], ranges: TensorRanges, settings: QdqSettings) -> onnx.ModelProto:
-    """Quantize exactly the plan's INT8 nodes (W8A8) using ``ranges``; other nodes stay float."""
+    """Quantize exactly the plan's INT8 nodes (W8A8) using ``ranges``; other nodes stay float.
+
+    ``model`` is consumed when there is anything to quantize (its weights move into the returned
+    graph, see :func:`_shape_inferred`); callers use the returned model only.
+    """
     int8 = [e for e in entries if e.precision == "int8"]
     if not int8:
         return model
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
+    model = _shape_inferred(model)
     extra = {
         "ActivationSymmetric": settings.activation_symmetric,
         "WeightSymmetric": _weight_symmetry(int8, component, settings.weight_symmetric),

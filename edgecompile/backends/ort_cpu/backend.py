@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs
+from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs, release_memory
 from edgecompile.backends.ort_cpu.decoder_prep import prepare_decoder
 from edgecompile.backends.ort_cpu.gather_quant import quantize_gathers
 from edgecompile.backends.common.fp16_storage import store_weights_fp16
@@ -64,6 +64,8 @@ class OrtCpuBackend(Backend):
             name = f"{component}.onnx"
             save_onnx(finish(model), inputs.out_dir / name)  # external data past 2 GiB
             files[component] = name
+            del model  # before the next component's graph is read: one component's weights at a time
+            release_memory()
         return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})", notes=notes)
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
