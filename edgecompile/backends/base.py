@@ -181,6 +181,8 @@ class Backend(ABC):
     # Precisions this backend's gather kernels read an embedding table in (ORT CPU: INT4
     # GatherBlockQuantized). A Gather the plan quantizes anywhere else stays float, with the reason.
     quantized_gather: frozenset[str] = frozenset()
+    # Whether the backend builds the plan's role kv_cache INT8 (a quantized cache in the decoder's I/O).
+    int8_kv_cache: bool = False
 
     @abstractmethod
     def availability(self) -> Availability: ...
@@ -214,6 +216,9 @@ class Backend(ABC):
         for entry in plan.entries:
             if entry.op_type == "Gather" and entry.precision in ("int8", "int4") and entry.precision not in self.quantized_gather:
                 plan = plan.with_change(entry.component, entry.node, "float", f"backend {self.name} has no {entry.precision} gather kernel: the embedding table stays float")
+        for entry in plan.entries:
+            if entry.role == "kv_cache" and entry.precision == "int8" and not self.int8_kv_cache:
+                plan = plan.with_change(entry.component, entry.node, "fp32", f"backend {self.name} keeps the KV cache in float (an INT8 cache is built for ort-cpu only)")
         for entry in plan.entries:
             if entry.precision in ("int8", "int4") and not target.executes(entry.precision):
                 plan = plan.with_change(entry.component, entry.node, "float", f"target {target.name} does not execute {entry.precision}")

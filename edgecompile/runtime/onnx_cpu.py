@@ -78,6 +78,12 @@ _EMPTY_CAST = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(float
 def _as_input(value: np.ndarray, kind: str) -> np.ndarray:
     if value.size == 0 and kind in _EMPTY_CAST and value.dtype != _EMPTY_CAST[kind]:
         return np.zeros(value.shape, _EMPTY_CAST[kind])
+    if kind == "tensor(int8)" and value.dtype.kind == "f":
+        # A float cache handed to an INT8-cache graph: only the latency feeds do this (they are built
+        # from the model config, before any artifact exists, and their values do not change a step's
+        # cost); generation feeds the graph's own INT8 presents back. Rounded on its own scale.
+        scale = float(np.abs(value).max()) / 127 or 1.0
+        return np.clip(np.round(value / scale), -127, 127).astype(np.int8)
     return np.ascontiguousarray(value)
 
 

@@ -22,7 +22,7 @@ def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component:
     constants = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
     inferred = onnx.shape_inference.infer_shapes(model)
     float_tensors = {v.name for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output) if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    wanted = {e.node: e.precision for e in plan.for_component(component) if e.precision in ("int8", "fp16")}
+    wanted = {e.node: e.precision for e in plan.for_component(component) if e.precision in ("int8", "fp16") and e.role != "kv_cache"}  # cache scales: backends/ort_cpu/kv_cache.py
     wanted |= {e.node: "int8" for e in plan.for_component(component) if e.precision == "int4" and e.activations == "static"}  # W4A8 static: INT8 inputs
     tensors: list[str] = []
     for node in model.graph.node:

@@ -73,8 +73,12 @@ def attribute_candidate(
     from edgecompile.validation.layer_attribution import attribute_build
 
     plan = PrecisionPlan.load(effective_plan)
-    feeds = {comp: load_reference(out / REFERENCE_DIR, comp)[0][: c.layer_samples] for comp in result["components"]}
-    rows = attribute_build(exported, artifact_dir, artifact.components, list(plan.entries), feeds, fp16_native=fp16_native)
+    skipped = _io_types_differ(exported, artifact_dir, artifact.components)
+    if skipped:
+        result["attribution_skipped"] = skipped
+    components = {comp: f for comp, f in artifact.components.items() if comp not in skipped}
+    feeds = {comp: load_reference(out / REFERENCE_DIR, comp)[0][: c.layer_samples] for comp in result["components"] if comp not in skipped}
+    rows = attribute_build({k: v for k, v in exported.items() if k not in skipped}, artifact_dir, components, list(plan.entries), feeds, fp16_native=fp16_native)
     write_json(out / LAYERS_FILE, {"ranked_by": "added (isolated relative L2 error, artifact session options)", "layers": [r.to_json() for r in rows]})
     for rank, row in enumerate(rows[:TOP_LAYERS]):
         metrics[f"layers.top{rank + 1}"] = f"{row.component}/{row.node}"
@@ -83,6 +87,23 @@ def attribute_candidate(
     result["top_layers"] = [r.to_json() for r in rows[:TOP_LAYERS]]
     write_json(out / COMPARISON_FILE, result)
     return metrics
+
+
+def _io_types_differ(exported: dict[str, Path], artifact_dir: Path, components: dict[str, str]) -> dict[str, str]:
+    """Components whose artifact takes inputs of another type than the float graph (an INT8 KV cache):
+    per-layer attribution replays the reference's float feeds on both graphs, so it cannot run them."""
+    import onnx
+
+    skipped = {}
+    for comp, file in components.items():
+        if comp not in exported:
+            continue
+        ref = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(exported[comp]), load_external_data=False).graph.input}
+        got = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(artifact_dir / file), load_external_data=False).graph.input}
+        changed = sorted(n for n in ref.keys() & got.keys() if ref[n] != got[n])
+        if changed:
+            skipped[comp] = f"inputs {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''} change type in the artifact (INT8 KV cache): per-layer attribution replays float feeds, skipped"
+    return skipped
 
 
 def extra_gates(c: Any, out: Path, recorder: ReferenceRecorder) -> list[GateResult]:

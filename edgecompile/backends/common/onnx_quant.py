@@ -77,7 +77,7 @@ def insert_qdq(model: onnx.ModelProto, component: str, entries: list[PlanEntry],
     ``model`` is consumed when there is anything to quantize (its weights move into the returned
     graph, see :func:`_shape_inferred`); callers use the returned model only.
     """
-    int8 = [e for e in entries if e.precision == "int8"]
+    int8 = [e for e in entries if e.precision == "int8" and e.role != "kv_cache"]  # the cache is quantized inside GroupQueryAttention
     if not int8:
         return model
     from onnxruntime.quantization import QuantType

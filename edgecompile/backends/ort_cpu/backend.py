@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs, release_memory
 from edgecompile.backends.ort_cpu.decoder_prep import prepare_decoder
+from edgecompile.backends.ort_cpu.kv_cache import apply_kv_cache_plan
 from edgecompile.backends.ort_cpu.gather_quant import quantize_gathers
 from edgecompile.backends.common.fp16_storage import store_weights_fp16
 from edgecompile.backends.common.graph_tidy import finish
@@ -29,6 +30,7 @@ class OrtCpuBackend(Backend):
     name = "ort-cpu"
     description = "ONNX Runtime CPU execution provider (x86-64 and ARM64): Q/DQ INT8 + MatMulNBits INT4"
     quantized_gather = frozenset({"int4"})  # GatherBlockQuantized
+    int8_kv_cache = True  # GroupQueryAttention kv_cache_bit_width=8 (backends/ort_cpu/kv_cache.py)
 
     def availability(self) -> Availability:
         providers = ort.get_available_providers()
@@ -58,6 +60,8 @@ class OrtCpuBackend(Backend):
             notes += [f"{component}: {len(gathers)} embedding table(s) in INT4 blocks (GatherBlockQuantized)"] if gathers else []
             model, fusion_note = prepare_decoder(model, component)
             notes += [fusion_note] if fusion_note else []
+            model, kv_note = apply_kv_cache_plan(model, entries, source, inputs.calibration_feeds, component)
+            notes += [kv_note] if kv_note else []
             model, fp16_weights = store_weights_fp16(model, entries)
             if fp16_weights:
                 notes.append(f"{component}: {len(fp16_weights)} FP16-planned weight(s) stored in FP16, computed in float32 (no FP16 arithmetic on this target)")
