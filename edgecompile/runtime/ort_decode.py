@@ -20,14 +20,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
 
 def shares_buffer(model_path: Path) -> bool:
-    """Does every ``present_key_i`` / ``present_value_i`` come out of a GroupQueryAttention (so past and present may be one buffer)?"""
+    """Does every ``present_key_i`` / ``present_value_i`` come out of a GroupQueryAttention (so past and present may be one buffer)?
+
+    False where ``onnx`` is not installed (the torch-free device venv: numpy + onnxruntime only): the
+    graph cannot be read there, and the generic loop gives the same tokens, only slower.
+    """
+    try:
+        import onnx
+    except ImportError:
+        return False
     model = onnx.load(str(model_path), load_external_data=False)
     presents = [o.name for o in model.graph.output if o.name.startswith(("present_key_", "present_value_"))]
     from_gqa = {o for n in model.graph.node if n.op_type == "GroupQueryAttention" for o in n.output[1:3]}
