@@ -137,6 +137,16 @@ def splice_image_features(input_ids: np.ndarray, embeds: np.ndarray, features: n
     return out
 
 
+def _time_step(stats: dict, step: int, logits: np.ndarray, start: float, decode_start: float) -> float:
+    """Record time to first token (and the first logits) at step 0, decode time after; the decode clock's start."""
+    if step == 0:
+        stats["time_to_first_token_s"] = time.perf_counter() - start
+        stats["first_logits"] = logits.astype(np.float32)
+        return time.perf_counter()
+    stats["decode_s"] = time.perf_counter() - decode_start
+    return decode_start
+
+
 def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndarray, pixel_values: np.ndarray | None, max_new_tokens: int, stats: dict | None = None) -> Iterator[int]:
     """Yield greedy tokens one by one; stops at an EOS token (yielded) or after ``max_new_tokens``.
 
@@ -164,12 +174,7 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         out = run("decoder", feeds)
         logits = out["logits"][0, -1]
         token = int(np.argmax(logits))
-        if step == 0:
-            stats["time_to_first_token_s"] = time.perf_counter() - start
-            stats["first_logits"] = logits.astype(np.float32)
-            decode_start = time.perf_counter()
-        else:
-            stats["decode_s"] = time.perf_counter() - decode_start
+        decode_start = _time_step(stats, step, logits, start, decode_start)
         stats["cache_bytes"] = sum(out[q].nbytes for q in spec.present_names())
         yield token
         if token in spec.eos_token_ids:
@@ -193,12 +198,7 @@ def _stream_fast(decoder, spec: GenerationSpec, embeds: np.ndarray, positions: n
     decode_start = 0.0
     for step in range(max_new_tokens):
         token = int(np.argmax(logits))
-        if step == 0:
-            stats["time_to_first_token_s"] = time.perf_counter() - start
-            stats["first_logits"] = logits.astype(np.float32)
-            decode_start = time.perf_counter()
-        else:
-            stats["decode_s"] = time.perf_counter() - decode_start
+        decode_start = _time_step(stats, step, logits, start, decode_start)
         yield token
         if token in spec.eos_token_ids:
             stats["stopped_by"] = "eos"
