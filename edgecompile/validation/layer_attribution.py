@@ -49,6 +49,11 @@ Feeds = dict[str, np.ndarray]
 CHUNK_TENSORS = 32  # names exposed per session run, at most
 CHUNK_BYTES = 256 * 2**20  # bytes of exposed tensors per sample and chunk, at most (estimated)
 _SUM_BLOCK = 1 << 20  # elements converted to float64 at a time by the error sums
+# An isolated node whose weights exceed this is not kept open between samples: its two sessions are
+# rebuilt per sample and closed after it. A decoder's INT8 lm_head (152k x 896) cut out and run
+# unoptimised expands its weight to float; kept open beside the chunk's other isolated nodes it was
+# the peak of validate on the 0.5 B proxy.
+ISOLATED_KEEP_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ class AttributionStats:
     max_outputs_per_run: int = 0
     max_chunk_bytes: int = 0
     per_chunk_outputs: list[int] = field(default_factory=list)
+    # Isolated nodes over ISOLATED_KEEP_BYTES of weights, whose sessions were opened per sample.
+    transient_isolated: int = 0
+    max_open_isolated_weight_bytes: int = 0
 
 
 class _ErrorAccumulator:
@@ -189,18 +197,47 @@ def _chunks(targets: list[_Target], sizes: dict[str, int], max_tensors: int, max
     return groups
 
 
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of a graph's initializers, from their dims (the data may be on disk, not loaded)."""
+    total = 0
+    for t in model.graph.initializer:
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):  # a type numpy has no dtype for: count one byte a value
+            itemsize = 1
+        total += (int(np.prod(t.dims)) if len(t.dims) else 1) * itemsize
+    return total
+
+
 class _Isolated:
-    """The cut-out subgraph of one node, as two sessions (artifact options, then no optimizations)."""
+    """The cut-out subgraph of one node, as two sessions (artifact options, then no optimizations).
+
+    A node with large weights (``transient``) opens its sessions for one sample and closes them
+    after, so at most one such node's weights are resident at a time, whatever the chunk holds.
+    """
 
     def __init__(self, graph: WeightlessGraph, extractor: onnx.utils.Extractor, target: _Target, sample: dict[str, np.ndarray]) -> None:
-        from onnxruntime import GraphOptimizationLevel
-
         for name in (*target.inputs, target.effective):
             if name not in extractor.value_infos:  # Extractor needs a type for every input and output it cuts at
                 dtype = onnx.helper.np_dtype_to_tensor_dtype(sample[name].dtype) if name in sample else onnx.TensorProto.FLOAT
                 extractor.value_infos[name] = onnx.helper.make_tensor_value_info(name, dtype, None)
-        sub = extractor.extract_model(target.inputs, [target.effective])
-        self.sessions = [graph.sub_session(sub, level) for level in (GraphOptimizationLevel.ORT_ENABLE_ALL, GraphOptimizationLevel.ORT_DISABLE_ALL)]
+        self.graph = graph
+        self.sub = extractor.extract_model(target.inputs, [target.effective])
+        self.weight_bytes = _weight_bytes(self.sub)
+        self.transient = self.weight_bytes > ISOLATED_KEEP_BYTES
+        self._sessions: list[Any] | None = None
+        self.sessions()  # fail here, once, if ORT cannot build the cut
+
+    def sessions(self) -> list[Any]:
+        from onnxruntime import GraphOptimizationLevel
+
+        if self._sessions is None:
+            self._sessions = [self.graph.sub_session(self.sub, level) for level in (GraphOptimizationLevel.ORT_ENABLE_ALL, GraphOptimizationLevel.ORT_DISABLE_ALL)]
+        return self._sessions
+
+    def after_sample(self) -> None:
+        if self.transient:
+            self._sessions = None
 
 
 def _attribute_chunk(
@@ -235,12 +272,18 @@ def _attribute_chunk(
             if isinstance(sub, str):
                 continue
             try:
-                for k, session in enumerate(sub.sessions):
+                open_bytes = sum(s.weight_bytes for s in subs.values() if isinstance(s, _Isolated) and (s._sessions is not None or s is sub))
+                stats.max_open_isolated_weight_bytes = max(stats.max_open_isolated_weight_bytes, open_bytes)
+                for k, session in enumerate(sub.sessions()):
                     (out,) = session.run([t.effective], {i: r[i] for i in t.inputs})
                     isolated[k].add(t.tensor, r[t.tensor], out)
+                    del out
             except Exception as exc:  # noqa: BLE001
                 subs[t.tensor] = f"isolated run failed: {type(exc).__name__}: {str(exc)[:200]}"
+            finally:
+                sub.after_sample()
         del r, c
+    stats.transient_isolated += sum(1 for s in subs.values() if isinstance(s, _Isolated) and s.transient)
     rows = []
     for t in group:
         sub = subs.get(t.tensor)

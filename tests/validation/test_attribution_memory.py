@@ -81,3 +81,17 @@ def test_held_activations_independent_of_layer_count() -> None:
     assert large.max_chunk_bytes <= 2 * 8 * TENSOR_BYTES  # two runs of at most 8 tensors each
     assert large.max_chunk_bytes == small.max_chunk_bytes and large.chunks >= 2 * small.chunks - 1
     assert large.max_chunk_bytes * 4 < everything.max_chunk_bytes
+
+
+def test_large_isolated_nodes_are_opened_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ISOLATED_KEEP_BYTES a cut-out node's sessions live for one sample: same rows, one node's weights open at a time."""
+    import edgecompile.validation.layer_attribution as attribution
+
+    kept_rows, kept = _attribute(6, chunk_tensors=32, chunk_bytes=1 << 40)
+    monkeypatch.setattr(attribution, "ISOLATED_KEEP_BYTES", 0)
+    rows, transient = _attribute(6, chunk_tensors=32, chunk_bytes=1 << 40)
+    assert [(r.node, r.added, r.added_qdq, r.accumulated) for r in rows] == [(r.node, r.added, r.added_qdq, r.accumulated) for r in kept_rows]
+    assert kept.transient_isolated == 0 and transient.transient_isolated == 6
+    one_layer = HIDDEN * HIDDEN  # the int8 weight of one MatMul (scales and zero points add a few bytes)
+    assert one_layer <= transient.max_open_isolated_weight_bytes < 2 * one_layer
+    assert kept.max_open_isolated_weight_bytes >= 6 * one_layer
