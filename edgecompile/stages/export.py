@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompile import progress
+from edgecompile.backends.base import release_memory
 from edgecompile.builddir.hashing import hash_tree
 from edgecompile.errors import InputError, StageError
 from edgecompile.models.export import PARITY_MIN_COSINE, check_parity, export_component, non_finite_parameters
@@ -37,5 +38,8 @@ class ExportStage(Stage):
             parity = check_parity(spec, path)
             if not parity["cosine"] >= PARITY_MIN_COSINE:  # NaN fails too
                 raise StageError(self.name, f"{spec.name}: exported graph disagrees with torch (cosine {parity['cosine']:.5f} < {PARITY_MIN_COSINE})")
+            # The exported program and onnxscript's rewrite state hold the graph (and through it the
+            # torch parameters' copies) until collected; the next component's export adds its own.
+            release_memory()
             summary["components"][spec.name] = {"file": path.name, "inputs": list(spec.input_names), "outputs": list(spec.output_names), "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in spec.dynamic_axes.items()}, "parity": parity, "bytes": path.stat().st_size}
         return summary
