@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from edgecompile.data.sources import calibration_fingerprint, calibration_sample
 from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.results import RANGES_FILE, CalibrationRanges, Upstream
+from edgecompile.validation.attribution_graph import WeightlessGraph
 
 def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component: str) -> list[str]:
     """Activations feeding or leaving INT8 nodes, and outputs of FP16 nodes (for FP16 safety)."""
@@ -49,22 +51,32 @@ class CalibrateStage(Stage):
         per_component: dict[str, TensorRanges] = {}
         release_memory()  # what export left behind (the exporter's graph, which holds the torch weights)
         for component, path in upstream.graphs().items():
-            # The graph without its weights: shape inference and the session never need the weights in
-            # this process's protobuf (graphs over 2 GiB cannot be serialized with them).
-            model = onnx.load(str(path), load_external_data=False)
-            tensors = tensors_to_calibrate(model, plan, component)
-            if not tensors:
-                continue
-            feeds = ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
-            try:
-                per_component[component] = calibrate_component(
-                    model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.bins, percentile=c.percentile, external_data_dir=path.parent
-                )
-            except ValueError as exc:
-                if "no inputs" not in str(exc):
-                    raise
-                raise InputError(f"{ctx.resolved.recipe_path}: calibration.set: '{c.set}' yields no samples for component {component} (it needs {'images' if 'vision' in component else 'text'})") from None
-            del model
+            with tempfile.TemporaryDirectory(prefix="edgecompile-calibrate-") as scratch:
+                per_component |= self._calibrate_one(ctx, plan, component, path, Path(scratch))
             release_memory()  # one component's graph and session at a time
         save_ranges(out / RANGES_FILE, per_component)
         return {"method": c.method, "set": c.set, "tensors": {k: len(v.ranges) for k, v in per_component.items()}, "samples": {k: v.samples for k, v in per_component.items()}}
+
+    def _calibrate_one(self, ctx: BuildContext, plan: PrecisionPlan, component: str, path: Path, scratch: Path) -> dict[str, TensorRanges]:
+        """Ranges of one component's graph, held without its weights.
+
+        Shape inference, the exposed copy and the session never need the weights in this process's
+        protobuf: a graph with external data is loaded without it, and a graph with embedded weights
+        (under 2 GiB) has them moved once to a scratch file that onnxruntime reads. Held embedded,
+        the graph, its exposed copy and the serialized bytes were three copies of the weights at
+        once (calibrate's peak on the 0.5 B proxy).
+        """
+        c = ctx.recipe.calibration
+        graph = WeightlessGraph.open(path, scratch, component)
+        tensors = tensors_to_calibrate(graph.model, plan, component)
+        if not tensors:
+            return {}
+        feeds = ctx.adapter.calibration_feeds(ctx.loaded(), calibration_samples(c.set, c.samples), component)
+        try:
+            return {component: calibrate_component(
+                graph.model, tensors, feeds, method=c.method, symmetric=ctx.recipe.quantization.activation_symmetric, bins=c.bins, percentile=c.percentile, external_data_dir=graph.folder
+            )}
+        except ValueError as exc:
+            if "no inputs" not in str(exc):
+                raise
+            raise InputError(f"{ctx.resolved.recipe_path}: calibration.set: '{c.set}' yields no samples for component {component} (it needs {'images' if 'vision' in component else 'text'})") from None
