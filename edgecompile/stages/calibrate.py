@@ -17,7 +17,7 @@ from edgecompile.data.sources import calibration_fingerprint, calibration_sample
 from edgecompile.stages.base import Stage
 from edgecompile.stages.context import BuildContext
 from edgecompile.stages.results import RANGES_FILE, CalibrationRanges, Upstream
-from edgecompile.validation.attribution_graph import WeightlessGraph
+from edgecompile.weightless_graph import WeightlessGraph
 
 def tensors_to_calibrate(model: onnx.ModelProto, plan: PrecisionPlan, component: str) -> list[str]:
     """Activations feeding or leaving INT8 nodes, and outputs of FP16 nodes (for FP16 safety)."""

@@ -23,7 +23,7 @@ Here the planned nodes are cut into chunks whose exposed tensors fit ``chunk_byt
 shape inference at the feed's shapes) and at most ``chunk_tensors`` names per run; for each chunk
 the two graphs are run one sample at a time and only running sums (``||c - r||^2``, ``||r||^2``) are
 kept. The peak is one graph's activations plus one chunk, whatever the number of layers. Weights
-stay on disk (:class:`~edgecompile.validation.attribution_graph.WeightlessGraph`), so graphs over
+stay on disk (:class:`~edgecompile.weightless_graph.WeightlessGraph`), so graphs over
 2 GiB work and sessions never copy them through protobuf.
 
 Nodes are ranked by ``added``; each carries the plan rule that governs it and the recipe rule that
@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 
 from edgecompile.plan.plan import PlanEntry
-from edgecompile.validation.attribution_graph import WeightlessGraph
+from edgecompile.weightless_graph import WeightlessGraph
 
 Feeds = dict[str, np.ndarray]
 

@@ -33,13 +33,13 @@ def test_calibration_reads_external_weights_and_matches_in_memory(tiny_build: Pa
 
 def test_embedded_graph_moved_to_scratch_calibrates_the_same(tiny_build: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """The calibrate stage holds an embedded graph as a WeightlessGraph (weights moved to scratch): same ranges."""
-    import edgecompile.validation.attribution_graph as attribution_graph
-    from edgecompile.validation.attribution_graph import WeightlessGraph
+    import edgecompile.weightless_graph as weightless_graph
+    from edgecompile.weightless_graph import WeightlessGraph
 
     source = tiny_build / "export" / "vision_encoder.onnx"
     model = onnx.load(str(source))
     assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
-    monkeypatch.setattr(attribution_graph, "_EXTERNALIZE_ABOVE", 0)
+    monkeypatch.setattr(weightless_graph, "_EXTERNALIZE_ABOVE", 0)
     graph = WeightlessGraph.open(source, tmp_path, "vision_encoder")
     moved = [i for i in graph.model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
     assert graph.folder == tmp_path and moved and all(not i.raw_data for i in moved)  # tensors over 1 KiB left the protobuf

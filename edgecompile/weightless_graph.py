@@ -1,7 +1,8 @@
-"""One graph for per-layer attribution: weights kept on disk, sessions that expose a few tensors.
+"""A graph held without its weights (they stay on disk), and sessions that expose a few of its tensors.
 
-Why a module of its own: attribution opens many sessions over the same two graphs (one per chunk of
-tensors, one per cut-out node). Holding the weights in this process's protobuf and serializing them
+Shared by calibration (the calibrate stage's ranges) and validation (per-layer attribution), so it
+lives beside neither. Why a module of its own: attribution opens many sessions over the same two
+graphs (one per chunk of tensors, one per cut-out node), and calibration one per component. Holding the weights in this process's protobuf and serializing them
 for every session costs a copy of the weights each time and fails outright past 2 GiB. Here the
 graph is held without its weights: a graph whose weights are already external data is loaded with
 ``load_external_data=False`` and its folder handed to onnxruntime
