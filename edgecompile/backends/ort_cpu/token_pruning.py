@@ -1,0 +1,352 @@
+"""QUOTA visual-token pruning executed inside the fused ORT CPU decoder (seed 003, sec. 3.3-3.4).
+
+After each pruning layer ``l`` of a :class:`~edgecompile.pruning.allocation.KeepSchedule`, a scoring
+subgraph ranks the visual tokens still alive and only the top ``k_l = ceil(rho_l * N_v)`` of them (plus
+every text token) go on to layer ``l + 1``; later layers compute on the shorter sequence and their KV
+caches hold exactly the kept tokens. What is rewritten, on the graph ``decoder_fusion`` produced:
+
+* a new graph input ``visual_token_mask`` (int64 ``[1, S]``, 1 at image tokens; zeros at decode steps);
+* layer ``l``'s GroupQueryAttention returns its post-softmax probabilities (``qk_output=2``);
+* layer ``l + 1``'s input norm is a SkipSimplifiedLayerNormalization whose fourth output is the
+  residual stream: the stream (scored) and the normed output are both gathered with the same index;
+* the prune step is an ``If`` on "any visual token left": its then-branch computes the composite score
+  of :mod:`edgecompile.pruning.score` in float64 (the same formulas, numpy's percentile interpolation
+  and its lerp included, so the kept set equals the numpy reference's on the same tensors), TopK
+  (ties to the lower index, as ONNX specifies), and Gathers the hidden states, the visual mask and the
+  position ids; the else-branch (decode steps, text-only prompts) passes them through;
+* every GroupQueryAttention takes its own ``seqlens_k`` / ``total_sequence_length`` from its past
+  length plus its current length instead of the shared attention-mask ones, because after pruning
+  the layers' caches differ in length. Decode positions come from ``position_ids`` (the runtime keeps
+  counting from the unpruned prompt length), so rotary phases stay those of the original tokens.
+
+Batch 1 and 1-D position ids only (what ``runtime.generate`` feeds); M-RoPE graphs are refused. The
+shared in-place cache of ``runtime.ort_decode`` assumes one length for every layer, so a pruned graph
+runs on the generic loop (``shares_buffer`` says no for graphs with a ``visual_token_mask`` input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgecompile.backends.ort_cpu.fusion_graph import FusionGraph
+from edgecompile.pruning.score import METRICS, resolve_weights
+
+VISUAL_MASK = "visual_token_mask"
+_MS = "com.microsoft"
+_D = TensorProto.DOUBLE
+_I64 = TensorProto.INT64
+_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64)  # stream, normed, mask, positions
+
+
+@dataclass
+class PruningReport:
+    """Where the prune steps went: layer -> keep ratio, and what each layer's qk output is called."""
+
+    layers: dict[int, float] = field(default_factory=dict)
+    attention_probs: dict[int, str] = field(default_factory=dict)
+    hidden: dict[int, str] = field(default_factory=dict)
+
+
+def _gqa_by_layer(g: FusionGraph) -> dict[int, onnx.NodeProto]:
+    """GroupQueryAttention nodes keyed by the layer index of their ``present_key_i`` output."""
+    out = {}
+    for n in g.graph.node:
+        if n.op_type == "GroupQueryAttention" and len(n.output) > 1 and n.output[1].startswith("present_key_"):
+            out[int(n.output[1].rsplit("_", 1)[1])] = n
+    return out
+
+
+def _input_norm(g: FusionGraph, gqa: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The SkipSimplifiedLayerNormalization feeding a layer's Q projection (through a bias Add, Qwen2)."""
+    t = gqa.input[0]
+    for _ in range(3):
+        node = g.producer.get(t)
+        if node is None:
+            return None
+        if node.op_type == "SkipSimplifiedLayerNormalization":
+            return node
+        if node.op_type not in ("MatMulNBits", "MatMul", "Add"):
+            return None
+        t = node.input[0] if g.const(node.input[0]) is None else node.input[1]
+    return None
+
+
+class _Builder:
+    """Nodes and constants for one subgraph, with unique names under a prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.nodes, self.count = prefix, [], 0
+
+    def const(self, value: np.ndarray) -> str:
+        name = self.fresh("c")
+        self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.asarray(value), name)))
+        return name
+
+    def fresh(self, tag: str) -> str:
+        self.count += 1
+        return f"{self.prefix}_{tag}{self.count}"
+
+    def op(self, op_type: str, inputs: Sequence[str], outputs: int = 1, **attrs: object) -> str | list[str]:
+        names = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=names[0], **attrs))
+        return names[0] if outputs == 1 else names
+
+
+def _percentile(b: _Builder, ascending: str, n: str, q: float) -> str:
+    """numpy's ``percentile(method="linear")`` of an ascending [n] float64 vector (see score.robust_normalize)."""
+    n_1 = b.op("Sub", [n, b.const(np.array(1, np.int64))])
+    vi = b.op("Mul", [b.op("Cast", [n_1], to=_D), b.const(np.array(q / 100.0, np.float64))])
+    prev = b.op("Floor", [vi])
+    gamma = b.op("Sub", [vi, prev])
+    above = b.op("GreaterOrEqual", [vi, b.op("Cast", [n_1], to=_D)])
+    prev_i = b.op("Where", [above, n_1, b.op("Cast", [prev], to=_I64)])
+    next_i = b.op("Min", [b.op("Add", [prev_i, b.const(np.array(1, np.int64))]), n_1])
+    lo, hi = b.op("Gather", [ascending, prev_i]), b.op("Gather", [ascending, next_i])
+    diff = b.op("Sub", [hi, lo])
+    up = b.op("Add", [lo, b.op("Mul", [diff, gamma])])
+    down = b.op("Sub", [hi, b.op("Mul", [diff, b.op("Sub", [b.const(np.array(1.0)), gamma])])])
+    return b.op("Where", [b.op("GreaterOrEqual", [gamma, b.const(np.array(0.5))]), down, up])
+
+
+def _robust_normalize(b: _Builder, v: str, n: str) -> str:
+    """score.robust_normalize: clip to [p10, p90], rescale by the span; all zeros when the span is 0."""
+    ascending = b.op("TopK", [v, b.op("Unsqueeze", [n, b.const(np.array([0], np.int64))])], outputs=2, largest=0, sorted=1)[0]
+    p10, p90 = _percentile(b, ascending, n, 10.0), _percentile(b, ascending, n, 90.0)
+    span = b.op("Sub", [p90, p10])
+    scaled = b.op("Div", [b.op("Sub", [b.op("Clip", [v, p10, p90]), p10]), span])
+    zero = b.const(np.array(0.0))
+    return b.op("Where", [b.op("Greater", [span, zero]), scaled, b.op("Mul", [scaled, zero])])
+
+
+def _l2_rows(b: _Builder, x: str) -> str:
+    """||x_i||_2 over the last axis as sqrt(sum(x^2)) (numpy's linalg.norm on rows)."""
+    return b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [x, x]), b.const(np.array([-1], np.int64))], keepdims=0)])
+
+
+def _residual(b: _Builder, hv: str, bits: int) -> str:
+    """||h - Q(h)|| with score.fake_quantize_per_token's symmetric per-row quantizer."""
+    qmax = float(2 ** (bits - 1) - 1)
+    amax = b.op("ReduceMax", [b.op("Abs", [hv]), b.const(np.array([-1], np.int64))], keepdims=1)
+    scale = b.op("Div", [amax, b.const(np.array(qmax))])
+    positive = b.op("Greater", [scale, b.const(np.array(0.0))])
+    safe = b.op("Where", [positive, scale, b.const(np.array(1.0))])
+    q = b.op("Mul", [b.op("Clip", [b.op("Round", [b.op("Div", [hv, safe])]), b.const(np.array(-qmax)), b.const(np.array(qmax))]), safe])
+    q = b.op("Where", [positive, q, b.const(np.array(0.0))])
+    return _l2_rows(b, b.op("Sub", [hv, q]))
+
+
+def _prune_branch(prefix: str, probs: str, hidden: str, normed: str, vmask: str, positions: str, n_ref: str, ratio: float,
+                  weights: Mapping[str, float], bits: int) -> tuple[onnx.GraphProto, list[str]]:
+    """The then-branch: score the visual tokens, keep the top k, gather the residual stream, its norm, mask, positions.
+
+    The norm is per token, so gathering the fused norm's output is exactly the norm of the gathered
+    stream: nothing is recomputed, and a keep ratio of 1.0 gives the unpruned graph's outputs bit for bit.
+    """
+    b = _Builder(f"{prefix}_then")
+    axis0, axis1 = b.const(np.array([0], np.int64)), b.const(np.array([1], np.int64))
+    mask = b.op("Squeeze", [vmask, axis0])  # [S] int64
+    visual = b.op("Cast", [mask], to=TensorProto.BOOL)
+    vidx = b.op("Squeeze", [b.op("NonZero", [visual]), axis0])  # [Nv], ascending
+    n_v = b.op("Squeeze", [b.op("Shape", [vidx]), axis0])
+    attn = b.op("ReduceMean", [b.op("Cast", [b.op("Squeeze", [probs, axis0])], to=_D), axis0], keepdims=0)  # [S, T]
+    s_len = b.op("Shape", [attn], start=0, end=1)
+    t_len = b.op("Shape", [attn], start=1, end=2)
+    current = b.op("Slice", [attn, b.op("Sub", [t_len, s_len]), t_len, axis1])  # [S, S] the current keys
+    to_visual = b.op("Gather", [current, vidx], axis=1)  # [S, Nv]
+    # text queries: non-visual tokens after the first visual one; all non-visual ones when there are none
+    text = b.op("Not", [visual])
+    first = b.op("Gather", [vidx, b.const(np.array(0, np.int64))])
+    arange = b.op("Range", [b.const(np.array(0, np.int64)), b.op("Squeeze", [s_len, axis0]), b.const(np.array(1, np.int64))])
+    after = b.op("And", [text, b.op("Greater", [arange, first])])
+    after_f, text_f = b.op("Cast", [after], to=_D), b.op("Cast", [text], to=_D)
+    any_after = b.op("Greater", [b.op("ReduceSum", [after_f], keepdims=0), b.const(np.array(0.0))])
+    queries = b.op("Where", [any_after, after_f, text_f])
+    count = b.op("ReduceSum", [queries], keepdims=0)
+    gathered_q = b.op("Compress", [to_visual, b.op("Cast", [queries], to=TensorProto.BOOL)], axis=0)
+    inter = b.op("ReduceMean", [gathered_q, axis0], keepdims=0)
+    zeros_v = b.op("Mul", [b.op("ReduceSum", [to_visual, axis0], keepdims=0), b.const(np.array(0.0))])
+    inter = b.op("Where", [b.op("Greater", [count, b.const(np.array(0.0))]), inter, zeros_v])
+    intra = b.op("ReduceMean", [b.op("Gather", [to_visual, vidx], axis=0), axis0], keepdims=0)
+    hv = b.op("Gather", [b.op("Cast", [b.op("Squeeze", [hidden, axis0])], to=_D), vidx], axis=0)  # [Nv, D]
+    metrics = {"inter_modal": inter, "intra_visual": intra, "magnitude": _l2_rows(b, hv), "residual": _residual(b, hv, bits)}
+    total = None
+    for name in METRICS:
+        term = b.op("Mul", [_robust_normalize(b, metrics[name], n_v), b.const(np.array(float(weights[name])))])
+        total = term if total is None else b.op("Add", [total, term])
+    # k = min(max(ceil(round(rho * N_ref, 9)), 1), N_ref), N_ref the prompt's visual tokens (KeepSchedule.budgets)
+    scaled = b.op("Mul", [b.op("Cast", [n_ref], to=_D), b.const(np.array(ratio, np.float64))])
+    rounded = b.op("Div", [b.op("Round", [b.op("Mul", [scaled, b.const(np.array(1e9))])]), b.const(np.array(1e9))])
+    k = b.op("Cast", [b.op("Ceil", [rounded])], to=_I64)
+    k = b.op("Min", [b.op("Max", [k, b.const(np.array(1, np.int64))]), n_ref, n_v])
+    top = b.op("TopK", [total, b.op("Unsqueeze", [k, axis0])], outputs=2, largest=1, sorted=1)[1]
+    kept_pos = b.op("Gather", [vidx, top])  # sequence positions of the kept visual tokens (any order)
+    keep = b.op("ScatterElements", [b.op("Cast", [text], to=_I64), kept_pos, b.op("Expand", [b.const(np.array(1, np.int64)), b.op("Shape", [kept_pos])])], axis=0)
+    index = b.op("Squeeze", [b.op("NonZero", [b.op("Cast", [keep], to=TensorProto.BOOL)]), axis0])  # ascending
+    outs = [b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)]
+    outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
+    return helper.make_graph(b.nodes, f"{prefix}_then", [], outputs), outs
+
+
+def _identity_branch(prefix: str, names: Sequence[str]) -> tuple[onnx.GraphProto, list[str]]:
+    outs = [f"{prefix}_else_{i}" for i in range(len(names))]
+    nodes = [helper.make_node("Identity", [n], [o], name=o) for n, o in zip(names, outs, strict=True)]
+    outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
+    return helper.make_graph(nodes, f"{prefix}_else", [], outputs), outs
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[onnx.NodeProto]:
+    """Nodes recomputing a layer's post-softmax attention ``[1, heads, S, T]`` beside its GroupQueryAttention.
+
+    GroupQueryAttention can return its probabilities (``qk_output=2``), but asking for them moves it
+    off its fused kernel and changes its output in the last bits (measured: 0.008 max on logits), so a
+    keep ratio of 1.0 would not reproduce the unpruned graph. The scores are recomputed instead from the
+    layer's own tensors: Q (the packed QKV's first ``heads * head_dim`` columns, bias included), the
+    rotary half-split rotation with the layer's cos/sin caches at its position ids, K from
+    ``present_key`` (already rotated), the layer's scale, a causal mask over the cached + current keys.
+    Float32, like the attention; at a decode step it is one query row.
+    """
+    heads, kv_heads = int(_attr(gqa, "num_heads")), int(_attr(gqa, "kv_num_heads"))
+    scale, packed = float(_attr(gqa, "scale", 0.0)), not gqa.input[1]
+    if int(_attr(gqa, "do_rotary", 0)) != 1 or int(_attr(gqa, "rotary_interleaved", 0)) != 0:
+        raise ValueError(f"token pruning: {gqa.name}: expected do_rotary=1 with half-split rotary (the fusion's layout)")
+    head_dim = _head_dim(g, gqa)
+    p = f"{probs}_"
+    b = _Builder(p)
+    axis0, axis2, axis3 = (b.const(np.array([a], np.int64)) for a in (0, 2, 3))
+    q = gqa.input[0]
+    if packed:
+        q = b.op("Slice", [q, b.const(np.array([0], np.int64)), b.const(np.array([heads * head_dim], np.int64)), axis2])
+    q = b.op("Transpose", [b.op("Reshape", [q, b.const(np.array([1, -1, heads, head_dim], np.int64))])], perm=[0, 2, 1, 3])
+    positions = b.op("Squeeze", [gqa.input[9], axis0])
+    c = b.op("Gather", [gqa.input[7], positions])  # [S, head_dim / 2]
+    s = b.op("Gather", [gqa.input[8], positions])
+    half = head_dim // 2
+    q1 = b.op("Slice", [q, b.const(np.array([0], np.int64)), b.const(np.array([half], np.int64)), axis3])
+    q2 = b.op("Slice", [q, b.const(np.array([half], np.int64)), b.const(np.array([head_dim], np.int64)), axis3])
+    rotated = b.op("Concat", [b.op("Sub", [b.op("Mul", [q1, c]), b.op("Mul", [q2, s])]), b.op("Add", [b.op("Mul", [q2, c]), b.op("Mul", [q1, s])])], axis=3)
+    grouped = b.op("Reshape", [rotated, b.const(np.array([1, kv_heads, heads // kv_heads, -1, head_dim], np.int64))])
+    keys = b.op("Unsqueeze", [b.op("Transpose", [gqa.output[1]], perm=[0, 1, 3, 2]), axis2])  # [1, KV, 1, Dh, T]
+    scores = b.op("Mul", [b.op("MatMul", [grouped, keys]), b.const(np.array(scale or 1.0 / np.sqrt(head_dim), np.float32))])
+    scores = b.op("Reshape", [scores, b.op("Concat", [b.const(np.array([1, heads], np.int64)), b.op("Shape", [scores], start=3)], axis=0)])
+    t_len = b.op("Shape", [gqa.output[1]], start=2, end=3)
+    s_len = b.op("Shape", [q], start=2, end=3)
+    rows = b.op("Unsqueeze", [b.op("Range", [b.op("Squeeze", [b.op("Sub", [t_len, s_len])]), b.op("Squeeze", [t_len]), b.const(np.array(1, np.int64))]), b.const(np.array([1], np.int64))])
+    cols = b.op("Range", [b.const(np.array(0, np.int64)), b.op("Squeeze", [t_len]), b.const(np.array(1, np.int64))])
+    masked = b.op("Where", [b.op("Greater", [cols, rows]), b.const(np.array(-np.inf, np.float32)), scores])
+    b.nodes.append(helper.make_node("Softmax", [masked], [probs], name=probs, axis=-1))
+    return b.nodes
+
+
+def _head_dim(g: FusionGraph, gqa: onnx.NodeProto) -> int:
+    """The head size, from the static last dimension of the layer's ``past_key`` graph input."""
+    past = next((i for i in g.graph.input if i.name == gqa.input[3]), None)
+    dims = [d.dim_value for d in past.type.tensor_type.shape.dim] if past is not None else []
+    if len(dims) != 4 or dims[3] <= 0:
+        raise ValueError(f"token pruning: {gqa.name}: past key input '{gqa.input[3]}' has no static head size")
+    return dims[3]
+
+
+def _own_lengths(g: FusionGraph, gqa: onnx.NodeProto, layer: int) -> None:
+    """seqlens_k / total_sequence_length of this layer from its own past length + current length (batch 1)."""
+    p = f"prune_len_{layer}"
+    nodes = [
+        helper.make_node("Shape", [gqa.input[3]], [f"{p}_past"], start=2, end=3),
+        helper.make_node("Shape", [gqa.input[0]], [f"{p}_cur"], start=1, end=2),
+        helper.make_node("Add", [f"{p}_past", f"{p}_cur"], [f"{p}_total64"]),
+        helper.make_node("Sub", [f"{p}_total64", "prune_one"], [f"{p}_seqlens64"]),
+        helper.make_node("Cast", [f"{p}_seqlens64"], [f"{p}_seqlens"], to=TensorProto.INT32),
+        helper.make_node("Squeeze", [f"{p}_total64"], [f"{p}_totals64"]),
+        helper.make_node("Cast", [f"{p}_totals64"], [f"{p}_total"], to=TensorProto.INT32),
+    ]
+    for n in nodes:
+        n.name = n.output[0]
+    g.graph.node.extend(nodes)
+    gqa.input[5], gqa.input[6] = f"{p}_seqlens", f"{p}_total"
+
+
+def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], weights: Mapping[str, float] | None = None,
+                         residual_bits: int = 4) -> tuple[onnx.ModelProto, PruningReport]:
+    """A copy of the fused decoder with a prune step after each ``layers`` entry (layer -> cumulative keep ratio).
+
+    Raises ValueError naming what does not fit: a layer without GroupQueryAttention, the last layer
+    (nothing after it to save), M-RoPE position ids, ratios that increase.
+    """
+    from edgecompile.backends.common.graph_tidy import topological_sort
+
+    w = resolve_weights(weights)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = FusionGraph(out.graph)
+    gqas = _gqa_by_layer(g)
+    if not gqas:
+        raise ValueError("token pruning: the decoder has no GroupQueryAttention (the ORT CPU fusion did not apply); nothing to prune in")
+    positions = gqas[min(gqas)].input[9] if len(gqas[min(gqas)].input) > 9 else ""
+    pos_info = next((i for i in out.graph.input if i.name == positions), None)
+    if pos_info is None or len(pos_info.type.tensor_type.shape.dim) != 2:
+        raise ValueError("token pruning: needs 1-D position_ids [batch, seq] fed to GroupQueryAttention (M-RoPE decoders are not supported)")
+    past0 = next((i for i in out.graph.input if i.name == gqas[min(gqas)].input[3]), None)
+    if past0 is None or past0.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ValueError("token pruning: needs a float32 KV cache (the scores read the layer's present keys); this decoder's cache is quantized")
+    ordered = sorted(layers.items())
+    ratios = [r for _, r in ordered]
+    if any(b2 > a for a, b2 in zip(ratios, ratios[1:])):
+        raise ValueError(f"token pruning: keep ratios must not increase with depth, got {dict(ordered)}")
+    for layer, ratio in ordered:
+        if layer not in gqas or layer + 1 not in gqas:
+            raise ValueError(f"token pruning: layer {layer}: expected a layer with a following layer (decoder layers 0..{max(gqas)}; the last cannot prune)")
+        if not 0 < ratio <= 1:
+            raise ValueError(f"token pruning: layer {layer}: keep ratio {ratio} not in (0, 1]")
+    out.graph.input.append(helper.make_tensor_value_info(VISUAL_MASK, _I64, ["batch", "sequence"]))
+    out.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "prune_one"))
+    out.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "prune_axis1"))
+    g.graph.node.extend([
+        helper.make_node("ReduceSum", [VISUAL_MASK, "prune_axis1"], ["prune_nref_b"], name="prune_nref_b", keepdims=0),
+        helper.make_node("ReduceMax", ["prune_nref_b"], ["prune_nref"], name="prune_nref", keepdims=0),
+    ])
+    report = PruningReport()
+    vmask, pos = VISUAL_MASK, positions
+    for layer in sorted(gqas):
+        gqa = gqas[layer]
+        if len(gqa.input) > 9:
+            gqa.input[9] = pos
+        _own_lengths(g, gqa, layer)
+        if layer not in layers:
+            continue
+        ratio, prefix = float(layers[layer]), f"prune_{layer}"
+        probs = f"{prefix}_attn_probs"
+        g.graph.node.extend(_attention_probs(g, gqa, probs))
+        g.refresh()
+        norm = _input_norm(g, gqas[layer + 1])
+        if norm is None or len(norm.output) < 4 or not norm.output[3]:
+            raise ValueError(f"token pruning: layer {layer + 1}'s input norm is not a SkipSimplifiedLayerNormalization with its residual output; cannot find the residual stream to prune")
+        normed, stream = norm.output[0], norm.output[3]
+        then_graph, _ = _prune_branch(prefix, probs, stream, normed, vmask, pos, "prune_nref", ratio, w, residual_bits)
+        else_graph, _ = _identity_branch(prefix, [stream, normed, vmask, pos])
+        any_visual = f"{prefix}_any_visual"
+        kept = [f"{prefix}_hidden", f"{prefix}_normed", f"{prefix}_mask", f"{prefix}_positions"]
+        users = {name: list(g.consumers.get(name, [])) for name in (normed, stream)}
+        if normed in g.outputs or stream in g.outputs:
+            raise ValueError(f"token pruning: layer {layer + 1}'s input norm output is a graph output; not a decoder layout this pass knows")
+        g.graph.node.extend([
+            helper.make_node("ReduceMax", [vmask], [f"{prefix}_vmax"], name=f"{prefix}_vmax", keepdims=0),
+            helper.make_node("Cast", [f"{prefix}_vmax"], [any_visual], name=any_visual, to=TensorProto.BOOL),
+            helper.make_node("If", [any_visual], kept, name=f"{prefix}_if", then_branch=then_graph, else_branch=else_graph),
+        ])
+        for name, new_name in ((stream, kept[0]), (normed, kept[1])):
+            for user in users[name]:
+                for i, used in enumerate(user.input):
+                    if used == name:
+                        user.input[i] = new_name
+        vmask, pos = kept[2], kept[3]
+        report.layers[layer], report.attention_probs[layer], report.hidden[layer] = ratio, probs, stream
+        g.refresh()
+    return topological_sort(out), report
