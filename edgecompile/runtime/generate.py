@@ -50,6 +50,10 @@ class GenerationSpec:
     # The decoder's KV cache dtype: "float32", or "int8" where the build quantized the cache
     # (GroupQueryAttention with kv_cache_bit_width=8, plan role kv_cache). Empty caches are made in it.
     cache_dtype: str = "float32"
+    # The decoder prunes visual tokens (QUOTA, backends.ort_cpu.token_pruning): it takes a
+    # ``visual_token_mask`` input (1 at the prompt's image tokens, zeros at decode steps) and its
+    # layers' caches differ in length, so it runs on the generic loop, never the shared-buffer path.
+    visual_token_mask: bool = False
 
     def position_ids(self, start: int, count: int) -> np.ndarray:
         """Position ids of ``count`` text tokens from position index ``start`` (batch 1); for a prompt with an image see :meth:`prompt_position_ids`."""
@@ -163,11 +167,12 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
         embeds = splice_image_features(ids, embeds, features, spec.image_token_id)
     length = ids.shape[1]
     positions, delta = spec.prompt_position_ids(ids)
-    fast = run.fast_decoder(spec.layers, length + max_new_tokens) if hasattr(run, "fast_decoder") else None
+    fast = run.fast_decoder(spec.layers, length + max_new_tokens) if hasattr(run, "fast_decoder") and not spec.visual_token_mask else None
     if fast is not None:
         yield from _stream_fast(fast, spec, embeds, positions, delta, max_new_tokens, stats, start)
         return
-    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": positions, **spec.empty_past()}
+    pruning = {"visual_token_mask": (ids == spec.image_token_id).astype(np.int64)} if spec.visual_token_mask else {}
+    feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64), "position_ids": positions, **pruning, **spec.empty_past()}
     stats.update(prompt_tokens=length, stopped_by="length", decode_s=0.0)
     decode_start = 0.0
     for step in range(max_new_tokens):
@@ -185,6 +190,7 @@ def stream_tokens(run: ComponentRunner, spec: GenerationSpec, input_ids: np.ndar
             "inputs_embeds": run("embed_tokens", {"input_ids": np.array([[token]], np.int64)})["inputs_embeds"],
             "attention_mask": np.ones((1, total), np.int64),
             "position_ids": spec.position_ids(total - 1 + delta, 1),
+            **({"visual_token_mask": np.zeros((1, 1), np.int64)} if spec.visual_token_mask else {}),
             **{p: out[q] for p, q in zip(spec.past_names(), spec.present_names(), strict=True)},
         }
 

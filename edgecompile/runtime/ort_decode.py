@@ -36,6 +36,8 @@ def shares_buffer(model_path: Path) -> bool:
     except ImportError:
         return False
     model = onnx.load(str(model_path), load_external_data=False)
+    if any(i.name == "visual_token_mask" for i in model.graph.input):
+        return False  # a token-pruned decoder: its layers' caches differ in length (backends.ort_cpu.token_pruning)
     presents = [o.name for o in model.graph.output if o.name.startswith(("present_key_", "present_value_"))]
     from_gqa = {o for n in model.graph.node if n.op_type == "GroupQueryAttention" for o in n.output[1:3]}
     return bool(presents) and all(p in from_gqa for p in presents)

@@ -40,16 +40,21 @@ VISUAL_MASK = "visual_token_mask"
 _MS = "com.microsoft"
 _D = TensorProto.DOUBLE
 _I64 = TensorProto.INT64
-_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64)  # stream, normed, mask, positions
+_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64, _I64)  # stream, normed, mask, positions, kept index
 
 
 @dataclass
 class PruningReport:
-    """Where the prune steps went: layer -> keep ratio, and what each layer's qk output is called."""
+    """Where the prune steps went: layer -> keep ratio, and the tensors each step reads and writes.
+
+    ``attention_probs`` / ``hidden`` are the scored tensors and ``kept_index`` the sequence indices that
+    survive (ascending; all of them at a decode step): tests and the bench expose them as outputs.
+    """
 
     layers: dict[int, float] = field(default_factory=dict)
     attention_probs: dict[int, str] = field(default_factory=dict)
     hidden: dict[int, str] = field(default_factory=dict)
+    kept_index: dict[int, str] = field(default_factory=dict)
 
 
 def _gqa_by_layer(g: FusionGraph) -> dict[int, onnx.NodeProto]:
@@ -98,27 +103,38 @@ class _Builder:
 
 
 def _percentile(b: _Builder, ascending: str, n: str, q: float) -> str:
-    """numpy's ``percentile(method="linear")`` of an ascending [n] float64 vector (see score.robust_normalize)."""
+    """numpy's ``percentile(method="linear")`` of each row of an ascending ``[M, n]`` float64 matrix: ``[M, 1]``.
+
+    Position ``(n - 1) * q / 100``, its floor and the next index (both the last one at or past the
+    end), and numpy's ``_lerp`` (which interpolates from the upper neighbour when the weight is >= 0.5).
+    """
     n_1 = b.op("Sub", [n, b.const(np.array(1, np.int64))])
     vi = b.op("Mul", [b.op("Cast", [n_1], to=_D), b.const(np.array(q / 100.0, np.float64))])
     prev = b.op("Floor", [vi])
     gamma = b.op("Sub", [vi, prev])
     above = b.op("GreaterOrEqual", [vi, b.op("Cast", [n_1], to=_D)])
-    prev_i = b.op("Where", [above, n_1, b.op("Cast", [prev], to=_I64)])
+    prev_i = b.op("Unsqueeze", [b.op("Where", [above, n_1, b.op("Cast", [prev], to=_I64)]), b.const(np.array([0], np.int64))])
     next_i = b.op("Min", [b.op("Add", [prev_i, b.const(np.array(1, np.int64))]), n_1])
-    lo, hi = b.op("Gather", [ascending, prev_i]), b.op("Gather", [ascending, next_i])
+    lo, hi = b.op("GatherElements", [ascending, _rows_of(b, prev_i, ascending)], axis=1), b.op("GatherElements", [ascending, _rows_of(b, next_i, ascending)], axis=1)
     diff = b.op("Sub", [hi, lo])
     up = b.op("Add", [lo, b.op("Mul", [diff, gamma])])
     down = b.op("Sub", [hi, b.op("Mul", [diff, b.op("Sub", [b.const(np.array(1.0)), gamma])])])
     return b.op("Where", [b.op("GreaterOrEqual", [gamma, b.const(np.array(0.5))]), down, up])
 
 
-def _robust_normalize(b: _Builder, v: str, n: str) -> str:
-    """score.robust_normalize: clip to [p10, p90], rescale by the span; all zeros when the span is 0."""
-    ascending = b.op("TopK", [v, b.op("Unsqueeze", [n, b.const(np.array([0], np.int64))])], outputs=2, largest=0, sorted=1)[0]
+def _rows_of(b: _Builder, index: str, matrix: str) -> str:
+    """A ``[M, 1]`` int64 column holding ``index`` (shape [1]) for each of ``matrix``'s M rows."""
+    rows = b.op("Shape", [matrix], start=0, end=1)
+    return b.op("Expand", [b.op("Unsqueeze", [index, b.const(np.array([0], np.int64))]), b.op("Concat", [rows, b.const(np.array([1], np.int64))], axis=0)])
+
+
+def _robust_normalize(b: _Builder, metrics: str, n: str) -> str:
+    """score.robust_normalize on each row of ``[M, n]``: clip to [p10, p90], rescale by the span; zeros when it is 0."""
+    ascending = b.op("TopK", [metrics, b.op("Unsqueeze", [n, b.const(np.array([0], np.int64))])], outputs=2, axis=1, largest=0, sorted=1)[0]
     p10, p90 = _percentile(b, ascending, n, 10.0), _percentile(b, ascending, n, 90.0)
     span = b.op("Sub", [p90, p10])
-    scaled = b.op("Div", [b.op("Sub", [b.op("Clip", [v, p10, p90]), p10]), span])
+    clipped = b.op("Min", [b.op("Max", [metrics, p10]), p90])  # np.clip(v, lo, hi) = min(max(v, lo), hi)
+    scaled = b.op("Div", [b.op("Sub", [clipped, p10]), span])
     zero = b.const(np.array(0.0))
     return b.op("Where", [b.op("Greater", [span, zero]), scaled, b.op("Mul", [scaled, zero])])
 
@@ -153,11 +169,11 @@ def _prune_branch(prefix: str, probs: str, hidden: str, normed: str, vmask: str,
     visual = b.op("Cast", [mask], to=TensorProto.BOOL)
     vidx = b.op("Squeeze", [b.op("NonZero", [visual]), axis0])  # [Nv], ascending
     n_v = b.op("Squeeze", [b.op("Shape", [vidx]), axis0])
-    attn = b.op("ReduceMean", [b.op("Cast", [b.op("Squeeze", [probs, axis0])], to=_D), axis0], keepdims=0)  # [S, T]
-    s_len = b.op("Shape", [attn], start=0, end=1)
-    t_len = b.op("Shape", [attn], start=1, end=2)
-    current = b.op("Slice", [attn, b.op("Sub", [t_len, s_len]), t_len, axis1])  # [S, S] the current keys
-    to_visual = b.op("Gather", [current, vidx], axis=1)  # [S, Nv]
+    attn = b.op("Squeeze", [probs, axis0])  # [H, S, T] float32
+    s_len = b.op("Shape", [attn], start=1, end=2)
+    t_len = b.op("Shape", [attn], start=2, end=3)
+    columns = b.op("Add", [vidx, b.op("Squeeze", [b.op("Sub", [t_len, s_len]), axis0])])  # the visual tokens' key columns
+    to_visual = b.op("ReduceMean", [b.op("Cast", [b.op("Gather", [attn, columns], axis=2)], to=_D), axis0], keepdims=0)  # [S, Nv], head mean in float64
     # text queries: non-visual tokens after the first visual one; all non-visual ones when there are none
     text = b.op("Not", [visual])
     first = b.op("Gather", [vidx, b.const(np.array(0, np.int64))])
@@ -174,9 +190,11 @@ def _prune_branch(prefix: str, probs: str, hidden: str, normed: str, vmask: str,
     intra = b.op("ReduceMean", [b.op("Gather", [to_visual, vidx], axis=0), axis0], keepdims=0)
     hv = b.op("Gather", [b.op("Cast", [b.op("Squeeze", [hidden, axis0])], to=_D), vidx], axis=0)  # [Nv, D]
     metrics = {"inter_modal": inter, "intra_visual": intra, "magnitude": _l2_rows(b, hv), "residual": _residual(b, hv, bits)}
+    normalized = _robust_normalize(b, b.op("Concat", [b.op("Unsqueeze", [metrics[m], axis0]) for m in METRICS], axis=0), n_v)  # [4, Nv]
     total = None
-    for name in METRICS:
-        term = b.op("Mul", [_robust_normalize(b, metrics[name], n_v), b.const(np.array(float(weights[name])))])
+    for i, name in enumerate(METRICS):  # summed in METRICS order, like the numpy reference
+        row = b.op("Gather", [normalized, b.const(np.array(i, np.int64))], axis=0)
+        term = b.op("Mul", [row, b.const(np.array(float(weights[name])))])
         total = term if total is None else b.op("Add", [total, term])
     # k = min(max(ceil(round(rho * N_ref, 9)), 1), N_ref), N_ref the prompt's visual tokens (KeepSchedule.budgets)
     scaled = b.op("Mul", [b.op("Cast", [n_ref], to=_D), b.const(np.array(ratio, np.float64))])
@@ -187,16 +205,18 @@ def _prune_branch(prefix: str, probs: str, hidden: str, normed: str, vmask: str,
     kept_pos = b.op("Gather", [vidx, top])  # sequence positions of the kept visual tokens (any order)
     keep = b.op("ScatterElements", [b.op("Cast", [text], to=_I64), kept_pos, b.op("Expand", [b.const(np.array(1, np.int64)), b.op("Shape", [kept_pos])])], axis=0)
     index = b.op("Squeeze", [b.op("NonZero", [b.op("Cast", [keep], to=TensorProto.BOOL)]), axis0])  # ascending
-    outs = [b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)]
+    outs = [*(b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)), b.op("Identity", [index])]
     outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
     return helper.make_graph(b.nodes, f"{prefix}_then", [], outputs), outs
 
 
 def _identity_branch(prefix: str, names: Sequence[str]) -> tuple[onnx.GraphProto, list[str]]:
-    outs = [f"{prefix}_else_{i}" for i in range(len(names))]
-    nodes = [helper.make_node("Identity", [n], [o], name=o) for n, o in zip(names, outs, strict=True)]
+    """The else-branch (no visual token left, e.g. a decode step): everything passes, every index is kept."""
+    b = _Builder(f"{prefix}_else")
+    length = b.op("Squeeze", [b.op("Shape", [names[0]], start=1, end=2), b.const(np.array([0], np.int64))])
+    outs = [*(b.op("Identity", [n]) for n in names), b.op("Range", [b.const(np.array(0, np.int64)), length, b.const(np.array(1, np.int64))])]
     outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
-    return helper.make_graph(nodes, f"{prefix}_else", [], outputs), outs
+    return helper.make_graph(b.nodes, f"{prefix}_else", [], outputs), outs
 
 
 def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -312,6 +332,9 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
         helper.make_node("ReduceSum", [VISUAL_MASK, "prune_axis1"], ["prune_nref_b"], name="prune_nref_b", keepdims=0),
         helper.make_node("ReduceMax", ["prune_nref_b"], ["prune_nref"], name="prune_nref", keepdims=0),
     ])
+    # Shapes recorded before pruning name one sequence length for every layer; after it they are wrong
+    # (and make ONNX Runtime's memory planner warn and re-plan on every run): let the runtime infer them.
+    del out.graph.value_info[:]
     report = PruningReport()
     vmask, pos = VISUAL_MASK, positions
     for layer in sorted(gqas):
@@ -332,7 +355,7 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
         then_graph, _ = _prune_branch(prefix, probs, stream, normed, vmask, pos, "prune_nref", ratio, w, residual_bits)
         else_graph, _ = _identity_branch(prefix, [stream, normed, vmask, pos])
         any_visual = f"{prefix}_any_visual"
-        kept = [f"{prefix}_hidden", f"{prefix}_normed", f"{prefix}_mask", f"{prefix}_positions"]
+        kept = [f"{prefix}_hidden", f"{prefix}_normed", f"{prefix}_mask", f"{prefix}_positions", f"{prefix}_kept_index"]
         users = {name: list(g.consumers.get(name, [])) for name in (normed, stream)}
         if normed in g.outputs or stream in g.outputs:
             raise ValueError(f"token pruning: layer {layer + 1}'s input norm output is a graph output; not a decoder layout this pass knows")
@@ -347,6 +370,6 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
                     if used == name:
                         user.input[i] = new_name
         vmask, pos = kept[2], kept[3]
-        report.layers[layer], report.attention_probs[layer], report.hidden[layer] = ratio, probs, stream
+        report.layers[layer], report.attention_probs[layer], report.hidden[layer], report.kept_index[layer] = ratio, probs, stream, kept[4]
         g.refresh()
     return topological_sort(out), report

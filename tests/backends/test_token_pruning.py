@@ -1,0 +1,225 @@
+"""QUOTA token pruning in the fused ORT CPU decoder: the kept set, the per-layer caches, exactness at keep 1.0.
+
+A 4-layer Llama decoder exported by torch and fused into GroupQueryAttention (fp32, Q/K/V separate)
+is pruned after layers 0 and 2; prompts carry a run of "visual" tokens in the middle, the way a
+LLaVA prompt does. The kept set is checked against ``pruning.score`` in numpy on the very tensors
+the graph scored (exposed as outputs), the caches against ``KeepSchedule.budgets``; the shapes-llava
+build (INT4, packed QKV) runs the whole generation loop pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgecompile.backends.ort_cpu.decoder_fusion import fuse_decoder
+from edgecompile.backends.ort_cpu.token_pruning import VISUAL_MASK, insert_token_pruning
+from edgecompile.pruning.allocation import KeepSchedule
+from edgecompile.pruning.score import composite_scores, kept_positions, select_tokens
+from edgecompile.runtime.onnx_cpu import cpu_session
+
+LAYERS, HIDDEN, HEAD_DIM, KV_HEADS = 4, 64, 16, 2
+SCHEDULE = {0: 0.5, 2: 0.25}
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from edgecompile.models.adapter import ComponentSpec
+    from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs
+    from edgecompile.models.export import export_component
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=KV_HEADS,
+                         vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False)
+    out = tmp_path_factory.mktemp("llama4")
+    hf = LlamaForCausalLM(config).eval()
+    layout = CacheLayout.from_text_config(config)
+    module = DecoderWithCache(hf.model, hf.lm_head, layout.layers).eval()
+    spec = ComponentSpec("decoder", module, decoder_example_inputs(layout), ("inputs_embeds", "attention_mask", "position_ids", *layout.past_names()),
+                         ("logits", *layout.present_names()), decoder_dynamic_axes(layout))
+    export_component(spec, out / "decoder.onnx", 18)
+    model, report = fuse_decoder(onnx.load(str(out / "decoder.onnx")))
+    assert report.attentions == LAYERS
+    return model
+
+
+def _prompt(seed: int, length: int = 48, visual: tuple[int, int] = (4, 36)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((1, length), np.int64)
+    mask[0, visual[0] : visual[1]] = 1
+    return {
+        "inputs_embeds": rng.standard_normal((1, length, HIDDEN)).astype(np.float32),
+        "attention_mask": np.ones((1, length), np.int64),
+        "position_ids": np.arange(length, dtype=np.int64)[None],
+        VISUAL_MASK: mask,
+        **{f"past_{kv}_{i}": np.zeros((1, KV_HEADS, 0, HEAD_DIM), np.float32) for i in range(LAYERS) for kv in ("key", "value")},
+    }
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kind = {True: onnx.TensorProto.INT64, False: onnx.TensorProto.FLOAT}
+    out.graph.output.extend(onnx.helper.make_tensor_value_info(n, kind[n.endswith("kept_index")], None) for n in names)
+    return out
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = cpu_session(model.SerializeToString())
+    names = [o.name for o in session.get_outputs()]
+    wanted = {i.name for i in session.get_inputs()}
+    return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kept_set_is_the_numpy_top_k_of_the_composite_score(fused: onnx.ModelProto, seed: int) -> None:
+    pruned, report = insert_token_pruning(fused, SCHEDULE)
+    probe = [t for layer in SCHEDULE for t in (report.attention_probs[layer], report.hidden[layer], report.kept_index[layer])]
+    feeds = _prompt(seed)
+    out = _run(_with_outputs(pruned, probe), feeds)
+    visual = feeds[VISUAL_MASK][0].astype(bool)
+    n_ref = int(visual.sum())
+    budgets = KeepSchedule(tuple(SCHEDULE), tuple(SCHEDULE.values()), n_ref).budgets()
+    for (layer, _), k in zip(SCHEDULE.items(), budgets, strict=True):
+        probs, hidden, kept = (out[t] for t in (report.attention_probs[layer], report.hidden[layer], report.kept_index[layer]))
+        assert probs.shape[2] == hidden.shape[1] == visual.size  # the sequence this layer saw
+        scores = composite_scores(probs[0], hidden[0], visual)
+        expected = kept_positions(visual, select_tokens(scores, k))
+        np.testing.assert_array_equal(kept, expected)
+        assert int(visual[kept].sum()) == k and (~visual[kept]).sum() == (~visual).sum()  # every text token survives
+        visual = visual[kept]
+
+
+def test_recomputed_attention_equals_group_query_attention_probabilities(fused: onnx.ModelProto) -> None:
+    """The scores read probabilities recomputed beside GroupQueryAttention; they equal its own (qk_output=2)."""
+    pruned, report = insert_token_pruning(fused, {0: 1.0})
+    asked = _with_outputs(fused, ["qk0"])
+    gqa = next(n for n in asked.graph.node if n.op_type == "GroupQueryAttention" and n.output[1] == "present_key_0")
+    gqa.output.append("qk0")
+    gqa.attribute.append(onnx.helper.make_attribute("qk_output", 2))
+    feeds = _prompt(3)
+    ours = _run(_with_outputs(pruned, [report.attention_probs[0]]), feeds)[report.attention_probs[0]]
+    theirs = _run(asked, feeds)["qk0"]
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_each_layer_cache_holds_its_schedule_and_decode_continues(fused: onnx.ModelProto) -> None:
+    pruned, _ = insert_token_pruning(fused, SCHEDULE)
+    feeds = _prompt(4)
+    visual = feeds[VISUAL_MASK][0]
+    n_text, n_ref = int((visual == 0).sum()), int(visual.sum())
+    k0, k2 = KeepSchedule(tuple(SCHEDULE), tuple(SCHEDULE.values()), n_ref).budgets()
+    expected = [visual.size, n_text + k0, n_text + k0, n_text + k2]  # layer l+1 onward hold what survived layer l
+    session = cpu_session(pruned.SerializeToString())
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(names, feeds), strict=True))
+    assert [out[f"present_key_{i}"].shape[2] for i in range(LAYERS)] == expected
+    assert [out[f"present_value_{i}"].shape[2] for i in range(LAYERS)] == expected
+    length = visual.size
+    for step in range(3):  # decode: one token, zero visual mask, positions continue from the unpruned length
+        step_feeds = {
+            "inputs_embeds": np.random.default_rng(step).standard_normal((1, 1, HIDDEN)).astype(np.float32),
+            "attention_mask": np.ones((1, length + step + 1), np.int64), "position_ids": np.array([[length + step]], np.int64),
+            VISUAL_MASK: np.zeros((1, 1), np.int64),
+            **{n.replace("present_", "past_"): out[n] for n in names if n.startswith("present_")},
+        }
+        out = dict(zip(names, session.run(names, step_feeds), strict=True))
+        assert [out[f"present_key_{i}"].shape[2] for i in range(LAYERS)] == [e + step + 1 for e in expected]
+        assert np.isfinite(out["logits"]).all()
+
+
+def test_keep_ratio_one_reproduces_the_unpruned_graph_exactly(fused: onnx.ModelProto) -> None:
+    pruned, _ = insert_token_pruning(fused, {0: 1.0, 1: 1.0, 2: 1.0})
+    session, plain = cpu_session(pruned.SerializeToString()), cpu_session(fused.SerializeToString())
+    names = [o.name for o in plain.get_outputs()]
+    for seed in (5, 6):
+        feeds = _prompt(seed)
+        got = session.run(names, feeds)
+        want = plain.run(names, {k: v for k, v in feeds.items() if k != VISUAL_MASK})
+        for name, a, b in zip(names, got, want, strict=True):
+            assert a.shape == b.shape and np.array_equal(a, b), name
+
+
+def test_same_input_same_kept_set(fused: onnx.ModelProto) -> None:
+    pruned, report = insert_token_pruning(fused, SCHEDULE)
+    probe = _with_outputs(pruned, [report.kept_index[2]])
+    runs = [_run(probe, _prompt(7))[report.kept_index[2]] for _ in range(3)]
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
+def test_text_only_prompt_passes_through(fused: onnx.ModelProto) -> None:
+    """No visual token: the If's else-branch; the graph equals the unpruned one on the same prompt."""
+    pruned, _ = insert_token_pruning(fused, SCHEDULE)
+    feeds = {**_prompt(8), VISUAL_MASK: np.zeros((1, 48), np.int64)}
+    got = _run(pruned, feeds)
+    want = _run(fused, {k: v for k, v in feeds.items() if k != VISUAL_MASK})
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize(("layers", "message"), [
+    ({3: 0.5}, "the last cannot prune"),
+    ({0: 0.3, 1: 0.5}, "must not increase"),
+    ({0: 0.0}, "not in (0, 1]"),
+    ({7: 0.5}, "layer 7"),
+])
+def test_refusals_name_the_problem(fused: onnx.ModelProto, layers: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        insert_token_pruning(fused, layers)
+
+
+def test_unfused_decoder_is_refused(fused: onnx.ModelProto, tmp_path: Path) -> None:
+    plain = onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []))
+    with pytest.raises(ValueError, match="no GroupQueryAttention"):
+        insert_token_pruning(plain, {0: 0.5})
+
+
+# --- the whole loop on the shapes-llava build (INT4 decoder, packed QKV, trained weights) ---
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from tests.runtime.shapes_llava_build import built_shapes_llava
+
+    return built_shapes_llava(tmp_path_factory)
+
+
+def _pruned_build(built, tmp_path: Path, ratio: float) -> Path:  # noqa: ANN001
+    import shutil
+
+    src = built.build_dir / "build"
+    dst = tmp_path / f"pruned_{ratio}"
+    shutil.copytree(src, dst)
+    pruned, _ = insert_token_pruning(onnx.load(str(src / "decoder.onnx")), {0: ratio})
+    onnx.save(pruned, str(dst / "decoder.onnx"))
+    return dst
+
+
+def test_generation_runs_pruned_and_is_unchanged_at_keep_one(built, tmp_path: Path) -> None:  # noqa: ANN001
+    from edgecompile.data.eval_sets import vqa_eval_set
+    from edgecompile.runtime.generate import generate
+    from edgecompile.runtime.onnx_cpu import CpuRunner
+
+    files = {c: f"{c}.onnx" for c in ("vision_encoder", "embed_tokens", "decoder")}
+    spec = replace(built.adapter.generation_spec(built.loaded().config), eos_token_ids=())
+    pruned_spec = replace(spec, visual_token_mask=True)
+    plain = CpuRunner(built.build_dir / "build", files)
+    keep_all, keep_half = CpuRunner(_pruned_build(built, tmp_path, 1.0), files), CpuRunner(_pruned_build(built, tmp_path, 0.5), files)
+    assert keep_all.fast_decoder(spec.layers, 64) is None  # per-layer cache lengths: never the shared buffer
+    loaded = built.loaded()
+    for sample in vqa_eval_set(3).samples:
+        ids, pixels = built.adapter.encode(loaded, sample.image, sample.question)
+        want = generate(plain, spec, ids, pixels, 8)
+        same = generate(keep_all, pruned_spec, ids, pixels, 8)
+        assert same.tokens == want.tokens  # want: the fast path (shared buffer); same: the generic loop through the pruned graph
+        np.testing.assert_allclose(same.first_logits, want.first_logits, rtol=1e-5, atol=1e-5)
+        half = generate(keep_half, pruned_spec, ids, pixels, 8)
+        n_visual = int((ids == spec.image_token_id).sum())
+        drop = n_visual - KeepSchedule((0,), (0.5,), n_visual).budgets()[0]
+        # layer 0 keeps the whole prompt, layer 1 the kept tokens; both the 7 decode steps appended
+        assert half.cache_bytes == same.cache_bytes - spec.cache_bytes(drop) // spec.layers
