@@ -6,7 +6,8 @@ every text token) go on to layer ``l + 1``; later layers compute on the shorter 
 caches hold exactly the kept tokens. What is rewritten, on the graph ``decoder_fusion`` produced:
 
 * a new graph input ``visual_token_mask`` (int64 ``[1, S]``, 1 at image tokens; zeros at decode steps);
-* layer ``l``'s GroupQueryAttention returns its post-softmax probabilities (``qk_output=2``);
+* layer ``l``'s post-softmax attention is recomputed from its own Q, present keys and rotary caches
+  inside the prune step (see :func:`_attention_probs` for why not GroupQueryAttention's ``qk_output``);
 * layer ``l + 1``'s input norm is a SkipSimplifiedLayerNormalization whose fourth output is the
   residual stream: the stream (scored) and the normed output are both gathered with the same index;
 * the prune step is an ``If`` on "any visual token left": its then-branch computes the composite score
@@ -14,9 +15,9 @@ caches hold exactly the kept tokens. What is rewritten, on the graph ``decoder_f
   and its lerp included, so the kept set equals the numpy reference's on the same tensors), TopK
   (ties to the lower index, as ONNX specifies), and Gathers the hidden states, the visual mask and the
   position ids; the else-branch (decode steps, text-only prompts) passes them through;
-* every GroupQueryAttention takes its own ``seqlens_k`` / ``total_sequence_length`` from its past
-  length plus its current length instead of the shared attention-mask ones, because after pruning
-  the layers' caches differ in length. Decode positions come from ``position_ids`` (the runtime keeps
+* every GroupQueryAttention after a prune step takes ``seqlens_k`` / ``total_sequence_length`` from
+  its segment's past length plus current length instead of the shared attention-mask ones, because
+  after pruning the layers' caches differ in length. Decode positions come from ``position_ids`` (the runtime keeps
   counting from the unpruned prompt length), so rotary phases stay those of the original tokens.
 
 Batch 1 and 1-D position ids only (what ``runtime.generate`` feeds); M-RoPE graphs are refused. The
@@ -40,7 +41,7 @@ VISUAL_MASK = "visual_token_mask"
 _MS = "com.microsoft"
 _D = TensorProto.DOUBLE
 _I64 = TensorProto.INT64
-_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64, _I64)  # stream, normed, mask, positions, kept index
+_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64, _I64, TensorProto.FLOAT)  # stream, normed, mask, positions, kept index, probs
 
 
 @dataclass
@@ -82,14 +83,19 @@ def _input_norm(g: FusionGraph, gqa: onnx.NodeProto) -> onnx.NodeProto | None:
 
 
 class _Builder:
-    """Nodes and constants for one subgraph, with unique names under a prefix."""
+    """Nodes for one (sub)graph with unique names under a prefix; constants go to the main graph's initializers.
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.nodes, self.count = prefix, [], 0
+    Constants as outer-scope initializers rather than Constant nodes inside the If branches: ONNX
+    Runtime runs a branch's Constant nodes on every call, and at a few dozen per prune step that
+    was a measurable share of the step's cost.
+    """
+
+    def __init__(self, prefix: str, initializers) -> None:  # noqa: ANN001 - a GraphProto's repeated initializer field
+        self.prefix, self.nodes, self.count, self.initializers = prefix, [], 0, initializers
 
     def const(self, value: np.ndarray) -> str:
         name = self.fresh("c")
-        self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.asarray(value), name)))
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
     def fresh(self, tag: str) -> str:
@@ -156,14 +162,15 @@ def _residual(b: _Builder, hv: str, bits: int) -> str:
     return _l2_rows(b, b.op("Sub", [hv, q]))
 
 
-def _prune_branch(prefix: str, probs: str, hidden: str, normed: str, vmask: str, positions: str, n_ref: str, ratio: float,
-                  weights: Mapping[str, float], bits: int) -> tuple[onnx.GraphProto, list[str]]:
+def _prune_branch(prefix: str, probs: str, prelude: list[onnx.NodeProto], hidden: str, normed: str, vmask: str, positions: str, n_ref: str, ratio: float,
+                  weights: Mapping[str, float], bits: int, initializers, replay: str | None = None) -> tuple[onnx.GraphProto, list[str]]:  # noqa: ANN001
     """The then-branch: score the visual tokens, keep the top k, gather the residual stream, its norm, mask, positions.
 
     The norm is per token, so gathering the fused norm's output is exactly the norm of the gathered
     stream: nothing is recomputed, and a keep ratio of 1.0 gives the unpruned graph's outputs bit for bit.
     """
-    b = _Builder(f"{prefix}_then")
+    b = _Builder(f"{prefix}_then", initializers)
+    b.nodes.extend(prelude)  # the attention probabilities: only computed where the tokens are scored
     axis0, axis1 = b.const(np.array([0], np.int64)), b.const(np.array([1], np.int64))
     mask = b.op("Squeeze", [vmask, axis0])  # [S] int64
     visual = b.op("Cast", [mask], to=TensorProto.BOOL)
@@ -205,16 +212,19 @@ def _prune_branch(prefix: str, probs: str, hidden: str, normed: str, vmask: str,
     kept_pos = b.op("Gather", [vidx, top])  # sequence positions of the kept visual tokens (any order)
     keep = b.op("ScatterElements", [b.op("Cast", [text], to=_I64), kept_pos, b.op("Expand", [b.const(np.array(1, np.int64)), b.op("Shape", [kept_pos])])], axis=0)
     index = b.op("Squeeze", [b.op("NonZero", [b.op("Cast", [keep], to=TensorProto.BOOL)]), axis0])  # ascending
-    outs = [*(b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)), b.op("Identity", [index])]
+    if replay:
+        index = replay  # the scores above go unused (ONNX Runtime drops them): the kept set comes from outside
+    outs = [*(b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)), b.op("Identity", [index]), b.op("Identity", [probs])]
     outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
     return helper.make_graph(b.nodes, f"{prefix}_then", [], outputs), outs
 
 
-def _identity_branch(prefix: str, names: Sequence[str]) -> tuple[onnx.GraphProto, list[str]]:
+def _identity_branch(prefix: str, names: Sequence[str], initializers) -> tuple[onnx.GraphProto, list[str]]:  # noqa: ANN001
     """The else-branch (no visual token left, e.g. a decode step): everything passes, every index is kept."""
-    b = _Builder(f"{prefix}_else")
+    b = _Builder(f"{prefix}_else", initializers)
     length = b.op("Squeeze", [b.op("Shape", [names[0]], start=1, end=2), b.const(np.array([0], np.int64))])
-    outs = [*(b.op("Identity", [n]) for n in names), b.op("Range", [b.const(np.array(0, np.int64)), length, b.const(np.array(1, np.int64))])]
+    outs = [*(b.op("Identity", [n]) for n in names), b.op("Range", [b.const(np.array(0, np.int64)), length, b.const(np.array(1, np.int64))]),
+            b.op("Identity", [b.const(np.zeros((0,), np.float32))])]  # no probabilities: nothing was scored
     outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
     return helper.make_graph(b.nodes, f"{prefix}_else", [], outputs), outs
 
@@ -240,7 +250,7 @@ def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[on
         raise ValueError(f"token pruning: {gqa.name}: expected do_rotary=1 with half-split rotary (the fusion's layout)")
     head_dim = _head_dim(g, gqa)
     p = f"{probs}_"
-    b = _Builder(p)
+    b = _Builder(p, g.graph.initializer)
     axis0, axis2, axis3 = (b.const(np.array([a], np.int64)) for a in (0, 2, 3))
     q = gqa.input[0]
     if packed:
@@ -275,8 +285,12 @@ def _head_dim(g: FusionGraph, gqa: onnx.NodeProto) -> int:
     return dims[3]
 
 
-def _own_lengths(g: FusionGraph, gqa: onnx.NodeProto, layer: int) -> None:
-    """seqlens_k / total_sequence_length of this layer from its own past length + current length (batch 1)."""
+def _own_lengths(g: FusionGraph, gqa: onnx.NodeProto, layer: int) -> tuple[str, str]:
+    """seqlens_k / total_sequence_length from this layer's own past length + current length (batch 1).
+
+    Computed once per segment (the first layer after a prune step) and shared by the layers up to
+    the next one: they all hold the same tokens.
+    """
     p = f"prune_len_{layer}"
     nodes = [
         helper.make_node("Shape", [gqa.input[3]], [f"{p}_past"], start=2, end=3),
@@ -290,12 +304,17 @@ def _own_lengths(g: FusionGraph, gqa: onnx.NodeProto, layer: int) -> None:
     for n in nodes:
         n.name = n.output[0]
     g.graph.node.extend(nodes)
-    gqa.input[5], gqa.input[6] = f"{p}_seqlens", f"{p}_total"
+    return f"{p}_seqlens", f"{p}_total"
 
 
 def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], weights: Mapping[str, float] | None = None,
-                         residual_bits: int = 4) -> tuple[onnx.ModelProto, PruningReport]:
+                         residual_bits: int = 4, replay_kept: bool = False) -> tuple[onnx.ModelProto, PruningReport]:
     """A copy of the fused decoder with a prune step after each ``layers`` entry (layer -> cumulative keep ratio).
+
+    ``replay_kept`` is an experiment's hook, not a deployment mode: each prune step then gathers the
+    indices given in a graph input ``prune_kept_index_<layer>`` (int64 [kept], ascending, into the
+    sequence that layer saw; fed at prefill, unused at decode) instead of its own top-k. The
+    stage-wise prune->quant baseline uses it to run the float model's kept sets on the quantized decoder.
 
     Raises ValueError naming what does not fit: a layer without GroupQueryAttention, the last layer
     (nothing after it to save), M-RoPE position ids, ratios that increase.
@@ -336,26 +355,34 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
     # (and make ONNX Runtime's memory planner warn and re-plan on every run): let the runtime infer them.
     del out.graph.value_info[:]
     report = PruningReport()
-    vmask, pos = VISUAL_MASK, positions
+    vmask, pos, lengths, pruned_before = VISUAL_MASK, positions, None, False
     for layer in sorted(gqas):
         gqa = gqas[layer]
         if len(gqa.input) > 9:
             gqa.input[9] = pos
-        _own_lengths(g, gqa, layer)
+        if pruned_before:  # up to the first prune step the attention mask's lengths are right
+            lengths = _own_lengths(g, gqa, layer)
+            pruned_before = False
+        if lengths is not None:
+            gqa.input[5], gqa.input[6] = lengths
         if layer not in layers:
             continue
+        pruned_before = True
         ratio, prefix = float(layers[layer]), f"prune_{layer}"
-        probs = f"{prefix}_attn_probs"
-        g.graph.node.extend(_attention_probs(g, gqa, probs))
-        g.refresh()
+        probs = f"{prefix}_probs"
+        prelude = _attention_probs(g, gqa, probs)
         norm = _input_norm(g, gqas[layer + 1])
         if norm is None or len(norm.output) < 4 or not norm.output[3]:
             raise ValueError(f"token pruning: layer {layer + 1}'s input norm is not a SkipSimplifiedLayerNormalization with its residual output; cannot find the residual stream to prune")
         normed, stream = norm.output[0], norm.output[3]
-        then_graph, _ = _prune_branch(prefix, probs, stream, normed, vmask, pos, "prune_nref", ratio, w, residual_bits)
-        else_graph, _ = _identity_branch(prefix, [stream, normed, vmask, pos])
+        replay = None
+        if replay_kept:
+            replay = f"prune_kept_index_{layer}"
+            out.graph.input.append(helper.make_tensor_value_info(replay, _I64, [f"kept_{layer}"]))
+        then_graph, _ = _prune_branch(prefix, probs, prelude, stream, normed, vmask, pos, "prune_nref", ratio, w, residual_bits, out.graph.initializer, replay)
+        else_graph, _ = _identity_branch(prefix, [stream, normed, vmask, pos], out.graph.initializer)
         any_visual = f"{prefix}_any_visual"
-        kept = [f"{prefix}_hidden", f"{prefix}_normed", f"{prefix}_mask", f"{prefix}_positions", f"{prefix}_kept_index"]
+        kept = [f"{prefix}_hidden", f"{prefix}_normed", f"{prefix}_mask", f"{prefix}_positions", f"{prefix}_kept_index", f"{prefix}_attn_probs"]
         users = {name: list(g.consumers.get(name, [])) for name in (normed, stream)}
         if normed in g.outputs or stream in g.outputs:
             raise ValueError(f"token pruning: layer {layer + 1}'s input norm output is a graph output; not a decoder layout this pass knows")
@@ -370,6 +397,6 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
                     if used == name:
                         user.input[i] = new_name
         vmask, pos = kept[2], kept[3]
-        report.layers[layer], report.attention_probs[layer], report.hidden[layer], report.kept_index[layer] = ratio, probs, stream, kept[4]
+        report.layers[layer], report.attention_probs[layer], report.hidden[layer], report.kept_index[layer] = ratio, kept[5], stream, kept[4]
         g.refresh()
     return topological_sort(out), report
