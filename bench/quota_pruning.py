@@ -195,7 +195,7 @@ def main() -> None:
     print(f"sensitivity (W4A4 isolated, {used} samples, {time.perf_counter() - start:.0f} s): " + " ".join(f"{v:.4f}" for v in sensitivity), flush=True)
     chosen = [float(sensitivity[layer]) for layer in candidates]
 
-    samples = list(vqa_eval_set(args.eval_samples, seed=7).samples)
+    samples = list(vqa_eval_set(args.eval_samples).samples)
     float_run, int4_run = CpuRunner(variant(export_dir, float_fused, work / "float"), FILES), CpuRunner(build_dir, FILES)
     latency_feeds = prefill_inputs(int4_run, spec, adapter, loaded, samples[: args.latency_prompts])
     base_ms, base_cache, base_lengths = prefill_profile(int4_run, [{k: v for k, v in f.items() if k != VISUAL_MASK} for f in latency_feeds], args.latency_runs)

@@ -65,6 +65,9 @@ class BuildInputs:
     # component -> safetensors file of weights a transform already rounded (GPTQ): see
     # edgecompile.transforms.prequantized. Backends that pack those codes as they are use them.
     prequantized: dict[str, Path] = field(default_factory=dict)
+    # The recipe's token_pruning as calibrate scheduled it (edgecompile.pruning.allocation.KeepSchedule,
+    # score weights in its inputs; residual bits in recipe.token_pruning); None: no pruning. Only ORT CPU executes it.
+    token_pruning: Any = None
 
 
 def external_data_files(model_path: Path) -> list[Path]:

@@ -62,6 +62,10 @@ def run_cmd(build_dir: Path, image: Path, prompt: str, max_new_tokens: int, refe
     loaded = LoadedModel(path=ctx.model_dir, model=None, processor=adapter.load_processor(ctx.model_dir), config=config)  # type: ignore[arg-type]
     ids, pixels = adapter.encode(loaded, picture, prompt)
     spec = adapter.generation_spec(config)
+    if not reference and ctx.recipe.token_pruning is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, visual_token_mask=True)  # the artifact's decoder prunes visual tokens when fed their mask
     stats: dict = {}
     tokens: list[int] = []
     shown = ""

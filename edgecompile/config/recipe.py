@@ -104,6 +104,63 @@ class Quantization(Strict):
         return self.vlmq or Vlmq()
 
 
+class PruningSensitivity(Strict):
+    """``token_pruning.sensitivity``: how the per-layer low-bit sensitivity is measured (seed 003, eq. 1)."""
+
+    weight_bits: Literal[2, 3, 4, 8] = 4
+    act_bits: Literal[4, 8] | None = 4  # None: weights only
+    samples: int = Field(default=32, ge=1, le=10_000)  # of the recipe's calibration set
+    mode: Literal["isolated", "cumulative"] = "isolated"
+
+
+class TokenPruning(Strict):
+    """``token_pruning``: QUOTA visual-token pruning executed in the compiled decoder (seed 003).
+
+    ``schedule: quota`` allocates the drop budget over ``candidate_layers`` from the per-layer
+    low-bit sensitivity measured during calibration; ``uniform`` drops the same share at each.
+    ``keep_ratios`` instead gives the cumulative schedule by hand (one per candidate layer).
+    ``candidate_layers: auto`` is every decoder layer from 1 to the second-to-last (layer 0's
+    input is the raw embedding; after the last there is nothing left to save).
+    """
+
+    final_keep: float = Field(default=0.3, gt=0.0, le=1.0)
+    candidate_layers: list[int] | Literal["auto"] = "auto"
+    schedule: Literal["quota", "uniform"] = "quota"
+    keep_ratios: list[float] | None = None
+    floor: float = Field(default=0.05, ge=0.0, le=1.0)
+    temperature: float = Field(default=0.5, gt=0.0, le=100.0)
+    weights: dict[str, float] | None = None  # inter_modal, magnitude, intra_visual, residual (None: 0.45/0.25/0.10/0.20)
+    residual_bits: int = Field(default=4, ge=2, le=8)
+    sensitivity: PruningSensitivity = PruningSensitivity()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TokenPruning:
+        from edgecompile.pruning.score import resolve_weights
+
+        if self.weights is not None:
+            resolve_weights(self.weights)  # exactly the four metric names, finite numbers
+        if self.floor > self.final_keep:
+            raise ValueError(f"floor: expected <= final_keep ({self.final_keep}), got {self.floor}")
+        layers = self.candidate_layers
+        if layers != "auto" and (not layers or any(b <= a for a, b in zip(layers, layers[1:])) or min(layers) < 0):
+            raise ValueError(f"candidate_layers: expected 'auto' or non-negative layer indices in ascending order, got {layers}")
+        if self.keep_ratios is not None:
+            if layers == "auto" or len(self.keep_ratios) != len(layers):
+                raise ValueError("keep_ratios: give one cumulative keep ratio per entry of an explicit candidate_layers list")
+            if any(not 0 < r <= 1 for r in self.keep_ratios) or any(b > a for a, b in zip(self.keep_ratios, self.keep_ratios[1:])):
+                raise ValueError(f"keep_ratios: expected values in (0, 1], non-increasing, got {self.keep_ratios}")
+            if "final_keep" in self.model_fields_set and abs(self.keep_ratios[-1] - self.final_keep) > 1e-9:
+                raise ValueError(f"keep_ratios: the last ratio ({self.keep_ratios[-1]}) is the final keep; it disagrees with final_keep ({self.final_keep})")
+            stray = sorted({"schedule", "temperature", "floor", "sensitivity"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: not used with explicit keep_ratios")
+        elif self.schedule == "uniform":
+            stray = sorted({"temperature", "floor", "sensitivity"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: only used with schedule: quota")
+        return self
+
+
 class EvalSet(Strict):
     """Which eval data validation uses."""
 
@@ -266,6 +323,7 @@ class Recipe(Strict):
         return value
     backend_options: dict[str, Any] = Field(default_factory=dict)
     opset: int = Field(default=18, ge=17, le=23)
+    token_pruning: TokenPruning | None = None  # QUOTA visual-token pruning in the decoder (generative VLMs, ORT CPU)
 
 
 class ResolvedRecipe(Strict):
@@ -403,4 +461,6 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     _check_shadowed_rules(recipe, path)
     _check_calibration_set(recipe, path)
     _check_eval_set(recipe, path)
+    if recipe.token_pruning is not None and target.backend != "ort-cpu":
+        raise error_at(path, ("token_pruning",), f"token pruning runs inside the ONNX Runtime CPU decoder only (backend ort-cpu); target '{target.name}' builds for backend '{target.backend}'")
     return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()), target_path=str(target_file.resolve()))

@@ -183,13 +183,15 @@ class GenerativeAdapter:
             return int(self.vision_module(loaded)(torch.zeros(1, *self.pixel_shape(loaded))).shape[1])
 
     # --- evaluation --------------------------------------------------------------------------------
-    def evaluate(self, loaded: LoadedModel, run: ComponentRunner, eval_data: Any) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    def evaluate(self, loaded: LoadedModel, run: ComponentRunner, eval_data: Any, spec: GenerationSpec | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """Greedy answers for every sample: exact-match accuracy (when answers exist), TTFT, decode tokens/s.
 
         Outputs for comparison with the reference: the first token's logits (drift) and the generated
-        tokens (padded with -1; :meth:`compare_outputs` turns them into token agreement).
+        tokens (padded with -1; :meth:`compare_outputs` turns them into token agreement). ``spec``:
+        the artifact's own generation spec where it differs from the checkpoint's (a token-pruned
+        decoder is fed the visual-token mask).
         """
-        spec = self.generation_spec(loaded.config)
+        spec = spec or self.generation_spec(loaded.config)
         from edgecompile.data.eval_metrics import rouge_l, token_f1, vqa_match
 
         samples = list(eval_data.samples)  # a user eval set's samples open their image only when read

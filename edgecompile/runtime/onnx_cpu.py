@@ -52,7 +52,7 @@ class CpuRunner:
     def __call__(self, component: str, feeds: Feeds) -> Outputs:
         session = self.session(component)
         names = [o.name for o in session.get_outputs()]
-        wanted = {i.name: i.type for i in session.get_inputs()}
+        wanted = {i.name: i.type for i in (*session.get_inputs(), *session.get_overridable_initializers())}
         ready = {k: _as_input(v, wanted[k]) for k, v in feeds.items() if k in wanted}
         return dict(zip(names, session.run(names, ready), strict=True))
 

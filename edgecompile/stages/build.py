@@ -53,6 +53,7 @@ class BuildStage(Stage):
             BuildInputs(
                 graphs_in, plan, ranges, ctx.target, ctx.recipe, out, calibration_feeds, model_dir=ctx.model_dir, adapter=ctx.adapter,
                 prequantized=dict(transform.prequantized) if transform is not None else {},
+                token_pruning=upstream.calibrate.keep_schedule() if ctx.recipe.token_pruning is not None else None,
             )
         )
         artifact.save(out)
@@ -71,6 +72,8 @@ def _bundle(ctx: BuildContext, out: Path, artifact: Any, upstream: Upstream) -> 
 
         config = AutoConfig.from_pretrained(ctx.model_dir)
         generation = asdict(ctx.adapter.generation_spec(config))
+        if ctx.recipe.token_pruning is not None:
+            generation["visual_token_mask"] = True  # the runtime feeds the prompt's image-token mask
         text_config = config.get_text_config(decoder=True)
     target = {"name": ctx.target.name, "arch": ctx.target.arch, "backend": ctx.target.backend}
     return write_bundle(out, artifact.backend, artifact.components, upstream.export.files, ctx.model_dir, generation=generation, text_config=text_config, target=target)

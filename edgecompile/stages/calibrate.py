@@ -43,7 +43,9 @@ class CalibrateStage(Stage):
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
         c = ctx.recipe.calibration
-        return {"calibration": c.model_dump_json(), "set": calibration_fingerprint(c.set), "act_sym": ctx.recipe.quantization.activation_symmetric}
+        pruning = ctx.recipe.token_pruning
+        return {"calibration": c.model_dump_json(), "set": calibration_fingerprint(c.set), "act_sym": ctx.recipe.quantization.activation_symmetric,
+                **({"token_pruning": pruning.model_dump_json()} if pruning is not None else {})}
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         c = ctx.recipe.calibration
@@ -55,7 +57,22 @@ class CalibrateStage(Stage):
                 per_component |= self._calibrate_one(ctx, plan, component, path, Path(scratch))
             release_memory()  # one component's graph and session at a time
         save_ranges(out / RANGES_FILE, per_component)
-        return {"method": c.method, "set": c.set, "tensors": {k: len(v.ranges) for k, v in per_component.items()}, "samples": {k: v.samples for k, v in per_component.items()}}
+        summary = {"method": c.method, "set": c.set, "tensors": {k: len(v.ranges) for k, v in per_component.items()}, "samples": {k: v.samples for k, v in per_component.items()}}
+        if ctx.recipe.token_pruning is not None:
+            summary["token_pruning"] = self._keep_schedule(ctx, out)
+        return summary
+
+    def _keep_schedule(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        """QUOTA's offline half (seed 003): the keep schedule from this calibration set, written beside the ranges."""
+        from edgecompile.pruning.recipe_plan import SCHEDULE_FILE, plan_schedule
+
+        section, c = ctx.recipe.token_pruning, ctx.recipe.calibration
+        loaded = ctx.loaded()
+        image_tokens = ctx.adapter.image_tokens(loaded)
+        samples = calibration_samples(c.set, min(section.sensitivity.samples, c.samples))
+        schedule = plan_schedule(ctx.recipe, ctx.adapter, loaded, ctx.model_dir, samples, image_tokens)
+        schedule.to_json(out / SCHEDULE_FILE)
+        return {"layers": list(schedule.layers), "keep_ratios": [round(r, 4) for r in schedule.keep_ratios], "budgets": list(schedule.budgets()), "image_tokens": image_tokens}
 
     def _calibrate_one(self, ctx: BuildContext, plan: PrecisionPlan, component: str, path: Path, scratch: Path) -> dict[str, TensorRanges]:
         """Ranges of one component's graph, held without its weights.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgecompile.backends.registry import get_backend
 from edgecompile.builddir import lock
+from edgecompile.pruning.recipe_plan import check_token_pruning
 from edgecompile.builddir.atomic import write_json
 from edgecompile.builddir.manifest import Manifest, StageRecord, update
 from edgecompile.config.recipe import ResolvedRecipe, load_recipe
@@ -124,6 +125,7 @@ class BuildContext:
         adapter = adapter_for(model_dir, resolved.recipe.model_options)
         check_gates(resolved, adapter.family)  # before anything is written: a refused recipe leaves no build directory
         get_backend(resolved.target.backend).preflight(adapter, resolved)  # a model the backend cannot build: refused before export
+        check_token_pruning(resolved.recipe, resolved.recipe_path, adapter, Path(model_dir))
         calibration = _calibration_size(resolved)
         _check_eval_set(resolved, adapter.family)
         build_dir = (out or Path("build") / resolved.name).resolve()

@@ -94,6 +94,14 @@ class CalibrationRanges:
     def ranges(self) -> dict[str, TensorRanges]:
         return load_ranges(self.path)
 
+    def keep_schedule(self):  # noqa: ANN201 - edgecompile.pruning.allocation.KeepSchedule | None
+        """The token-pruning schedule calibrate wrote (recipe ``token_pruning``), or None."""
+        from edgecompile.pruning.allocation import KeepSchedule
+        from edgecompile.pruning.recipe_plan import SCHEDULE_FILE
+
+        path = self.path.parent / SCHEDULE_FILE
+        return KeepSchedule.from_json(path) if path.is_file() else None
+
 
 @dataclass(frozen=True)
 class BuiltArtifact:

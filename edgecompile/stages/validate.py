@@ -117,10 +117,33 @@ def _write_pack(ctx: BuildContext, loaded: LoadedModel, latency_feeds: dict[str,
     }
     if pack.mode == "generate":
         pack.save_reference({k: v for k, v in ref_outputs.items()})
-        description["generation"] = {"spec": asdict(ctx.adapter.generation_spec(loaded.config)), "max_new_tokens": int(ref_outputs["generated/tokens"].shape[1])}
+        spec = _pruned_spec(ctx, loaded) or ctx.adapter.generation_spec(loaded.config)
+        description["generation"] = {"spec": asdict(spec), "max_new_tokens": int(ref_outputs["generated/tokens"].shape[1])}
     else:
         description["task"] = _pack_task(data, ref_outputs)
     pack.finish(description)
+
+
+PRUNING_PROMPTS = 4  # eval prompts the pruned-vs-unpruned prefill is timed on
+
+
+def _pruned_spec(ctx: BuildContext, loaded: LoadedModel):  # noqa: ANN202 - GenerationSpec | None
+    """The artifact's generation spec when its decoder prunes visual tokens (fed the mask), else None."""
+    if ctx.recipe.token_pruning is None or ctx.adapter.family != "generative":
+        return None
+    return replace(ctx.adapter.generation_spec(loaded.config), visual_token_mask=True)
+
+
+def _pruning_metrics(ctx: BuildContext, loaded: LoadedModel, run: Any, spec: Any, data: Any, upstream: Upstream) -> dict[str, float]:
+    """token_pruning.*: the artifact's prefill pruned vs unpruned on the first eval prompts (validation.pruning_metrics)."""
+    from edgecompile.models.generative import DEFAULT_QUESTION
+    from edgecompile.validation.pruning_metrics import pruning_metrics
+
+    prompts = []
+    for sample in list(data.samples)[:PRUNING_PROMPTS]:
+        question = getattr(sample, "question", None) or getattr(sample, "text", None) or DEFAULT_QUESTION
+        prompts.append(ctx.adapter.encode(loaded, sample.image, question))
+    return pruning_metrics(run, spec, prompts, loaded.config.get_text_config(decoder=True), upstream.calibrate.keep_schedule(), runs=max(3, min(ctx.recipe.eval.latency_runs, 10)))
 
 
 def _size_mb(directory: Path, files: dict[str, str]) -> float:
@@ -178,11 +201,16 @@ def validate(ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]
     repeat: dict[str, str] = {}
     if artifact.runs_here:
         candidate_run = backend.runner(artifact_dir, artifact)
-        cand_metrics, cand_outputs = ctx.adapter.evaluate(loaded, candidate_run, data)
+        pruned_spec = _pruned_spec(ctx, loaded)
+        cand_metrics, cand_outputs = ctx.adapter.evaluate(loaded, candidate_run, data, **({"spec": pruned_spec} if pruned_spec else {}))
         for key, value in cand_metrics.items():
             metrics[key] = value
             if key in ref_metrics:
                 metrics[f"{key}.drop"] = ref_metrics[key] - value
+        if pruned_spec is not None:
+            metrics.update(_pruning_metrics(ctx, loaded, candidate_run, pruned_spec, data, upstream))
+            if ref_metrics.get("accuracy"):
+                metrics["accuracy.retention"] = cand_metrics.get("accuracy", float("nan")) / ref_metrics["accuracy"]
         compare = getattr(ctx.adapter, "compare_outputs", None)  # optional hook: e.g. token agreement for generative models
         if compare is not None:
             metrics.update(compare(ref_outputs, cand_outputs))

@@ -35,6 +35,8 @@ FAMILIES = {
         rf"drift\.decoder\.first_token_logits\.{_STAT}",
         r"caption\.(token_f1|rouge_l)(\.reference|\.drop)?",  # user captioning sets (rouge_l: with rouge-score installed)
         r"generation\.(ttft_ms|decode_tokens_per_s|token_agreement|sequence_match|first_token_agreement|agreeing_prefix_mean)(\.reference|\.drop)?",
+        r"accuracy\.retention",  # token_pruning: accuracy relative to the float reference
+        r"token_pruning\.(kept_visual_fraction|prefill_latency_ratio|prefill_ms|unpruned_prefill_ms|kv_cache_ratio|kv_cache_bytes|flops_ratio)",
     ),
 }
 

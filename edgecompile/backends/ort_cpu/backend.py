@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from edgecompile.backends.base import Artifact, Availability, Backend, BuildInputs, release_memory
-from edgecompile.backends.ort_cpu.decoder_prep import prepare_decoder
+from edgecompile.backends.ort_cpu.decoder_prep import has_kv_cache, prepare_decoder
 from edgecompile.backends.ort_cpu.kv_cache import apply_kv_cache_plan
 from edgecompile.backends.ort_cpu.gather_quant import quantize_gathers
 from edgecompile.backends.common.fp16_storage import store_weights_fp16
@@ -62,6 +62,9 @@ class OrtCpuBackend(Backend):
             notes += [fusion_note] if fusion_note else []
             model, kv_note = apply_kv_cache_plan(model, entries, source, inputs.calibration_feeds, component)
             notes += [kv_note] if kv_note else []
+            if inputs.token_pruning is not None and has_kv_cache(model):
+                model, pruning_note = self._prune(model, component, inputs)
+                notes.append(pruning_note)
             model, fp16_weights = store_weights_fp16(model, entries)
             if fp16_weights:
                 notes.append(f"{component}: {len(fp16_weights)} FP16-planned weight(s) stored in FP16, computed in float32 (no FP16 arithmetic on this target)")
@@ -71,6 +74,19 @@ class OrtCpuBackend(Backend):
             del model  # before the next component's graph is read: one component's weights at a time
             release_memory()
         return Artifact(self.name, files, runs_here=True, where=f"ONNX Runtime CPU on {platform.machine()} ({platform.node()})", notes=notes)
+
+    def _prune(self, model: onnx.ModelProto, component: str, inputs: BuildInputs) -> tuple[onnx.ModelProto, str]:
+        """QUOTA's online half: the prune steps of the calibrated schedule inside the fused decoder."""
+        from edgecompile.backends.ort_cpu.token_pruning import insert_token_pruning
+        from edgecompile.errors import InputError
+
+        schedule, section = inputs.token_pruning, inputs.recipe.token_pruning
+        try:
+            model, report = insert_token_pruning(model, dict(zip(schedule.layers, schedule.keep_ratios, strict=True)), schedule.inputs.get("weights"), section.residual_bits)
+        except ValueError as exc:
+            raise InputError(f"token_pruning: {component}: {exc}") from None
+        steps = ", ".join(f"after layer {layer} keep {ratio:.0%} (k={k})" for (layer, ratio), k in zip(report.layers.items(), schedule.budgets(), strict=True))
+        return model, f"{component}: visual tokens pruned in the graph (QUOTA): {steps} of {schedule.reference_visual_tokens} image tokens; fed visual_token_mask, the decoder runs unpruned without it"
 
     def runner(self, artifact_dir: Path, artifact: Artifact) -> ComponentRunner:
         return cpu_runner(artifact_dir, artifact.components)

@@ -5,7 +5,8 @@ subgraph ranks the visual tokens still alive and only the top ``k_l = ceil(rho_l
 every text token) go on to layer ``l + 1``; later layers compute on the shorter sequence and their KV
 caches hold exactly the kept tokens. What is rewritten, on the graph ``decoder_fusion`` produced:
 
-* a new graph input ``visual_token_mask`` (int64 ``[1, S]``, 1 at image tokens; zeros at decode steps);
+* a new graph input ``visual_token_mask`` (int64 ``[1, S]``, 1 at image tokens; zeros at decode steps),
+  with a zeros initializer as its default, so a caller that does not feed it runs the unpruned decoder;
 * layer ``l``'s post-softmax attention is recomputed from its own Q, present keys and rotary caches
   inside the prune step (see :func:`_attention_probs` for why not GroupQueryAttention's ``qk_output``);
 * layer ``l + 1``'s input norm is a SkipSimplifiedLayerNormalization whose fourth output is the
@@ -345,6 +346,9 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
         if not 0 < ratio <= 1:
             raise ValueError(f"token pruning: layer {layer}: keep ratio {ratio} not in (0, 1]")
     out.graph.input.append(helper.make_tensor_value_info(VISUAL_MASK, _I64, ["batch", "sequence"]))
+    # An overridable initializer: a caller that does not feed the mask (tensor comparisons, latency
+    # feeds, any runtime unaware of pruning) gets zeros, i.e. the unpruned decoder exactly.
+    out.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 1), np.int64), VISUAL_MASK))
     out.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "prune_one"))
     out.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "prune_axis1"))
     g.graph.node.extend([
