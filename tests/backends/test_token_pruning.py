@@ -74,7 +74,7 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     session = cpu_session(model.SerializeToString())
     names = [o.name for o in session.get_outputs()]
-    wanted = {i.name for i in session.get_inputs()}
+    wanted = {i.name for i in (*session.get_inputs(), *session.get_overridable_initializers())}
     return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
 
@@ -89,8 +89,8 @@ def test_kept_set_is_the_numpy_top_k_of_the_composite_score(fused: onnx.ModelPro
     budgets = KeepSchedule(tuple(SCHEDULE), tuple(SCHEDULE.values()), n_ref).budgets()
     for (layer, _), k in zip(SCHEDULE.items(), budgets, strict=True):
         probs, hidden, kept = (out[t] for t in (report.attention_probs[layer], report.hidden[layer], report.kept_index[layer]))
-        assert probs.shape[2] == hidden.shape[1] == visual.size  # the sequence this layer saw
-        scores = composite_scores(probs[0], hidden[0], visual)
+        assert probs.shape[1] == hidden.shape[1] == visual.size  # the sequence this layer saw
+        scores = composite_scores(probs, hidden[0], visual)  # probs: the head mean the graph scored, [1 "head", S, T]
         expected = kept_positions(visual, select_tokens(scores, k))
         np.testing.assert_array_equal(kept, expected)
         assert int(visual[kept].sum()) == k and (~visual[kept]).sum() == (~visual).sum()  # every text token survives
@@ -98,16 +98,17 @@ def test_kept_set_is_the_numpy_top_k_of_the_composite_score(fused: onnx.ModelPro
 
 
 def test_recomputed_attention_equals_group_query_attention_probabilities(fused: onnx.ModelProto) -> None:
-    """The scores read probabilities recomputed beside GroupQueryAttention; they equal its own (qk_output=2)."""
+    """The scores read probabilities recomputed beside GroupQueryAttention; their head mean equals its own (qk_output=2)'s."""
     pruned, report = insert_token_pruning(fused, {0: 1.0})
     asked = _with_outputs(fused, ["qk0"])
     gqa = next(n for n in asked.graph.node if n.op_type == "GroupQueryAttention" and n.output[1] == "present_key_0")
     gqa.output.append("qk0")
     gqa.attribute.append(onnx.helper.make_attribute("qk_output", 2))
     feeds = _prompt(3)
-    ours = _run(_with_outputs(pruned, [report.attention_probs[0]]), feeds)[report.attention_probs[0]]
-    theirs = _run(asked, feeds)["qk0"]
-    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    ours = _run(_with_outputs(pruned, [report.attention_probs[0]]), feeds)[report.attention_probs[0]]  # [1, S, T]: the head mean
+    theirs = _run(asked, feeds)["qk0"]  # [1, heads, S, T]
+    assert ours.shape == (1, *theirs.shape[2:])
+    np.testing.assert_allclose(ours, theirs.mean(axis=1), atol=1e-6)
 
 
 def test_each_layer_cache_holds_its_schedule_and_decode_continues(fused: onnx.ModelProto) -> None:
@@ -152,6 +153,17 @@ def test_same_input_same_kept_set(fused: onnx.ModelProto) -> None:
     probe = _with_outputs(pruned, [report.kept_index[2]])
     runs = [_run(probe, _prompt(7))[report.kept_index[2]] for _ in range(3)]
     assert all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
+def test_without_the_mask_the_graph_is_the_unpruned_one(fused: onnx.ModelProto) -> None:
+    """The mask is an overridable initializer (zeros): callers that do not feed it run the decoder unpruned."""
+    pruned, _ = insert_token_pruning(fused, SCHEDULE)
+    session = cpu_session(pruned.SerializeToString())
+    assert VISUAL_MASK in {i.name for i in session.get_overridable_initializers()}
+    feeds = {k: v for k, v in _prompt(9).items() if k != VISUAL_MASK}
+    names = [o.name for o in session.get_outputs()]
+    want = cpu_session(fused.SerializeToString()).run(names, feeds)
+    assert all(np.array_equal(a, b) for a, b in zip(session.run(names, feeds), want, strict=True))
 
 
 def test_text_only_prompt_passes_through(fused: onnx.ModelProto) -> None:

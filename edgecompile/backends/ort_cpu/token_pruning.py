@@ -42,15 +42,16 @@ VISUAL_MASK = "visual_token_mask"
 _MS = "com.microsoft"
 _D = TensorProto.DOUBLE
 _I64 = TensorProto.INT64
-_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64, _I64, TensorProto.FLOAT)  # stream, normed, mask, positions, kept index, probs
+_BRANCH_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT, _I64, _I64, _I64, TensorProto.FLOAT)  # stream, normed, mask, positions, kept index, head-mean attention
 
 
 @dataclass
 class PruningReport:
     """Where the prune steps went: layer -> keep ratio, and the tensors each step reads and writes.
 
-    ``attention_probs`` / ``hidden`` are the scored tensors and ``kept_index`` the sequence indices that
-    survive (ascending; all of them at a decode step): tests and the bench expose them as outputs.
+    ``attention_probs`` (the head-mean post-softmax attention ``[1, S, T]``, float32) and ``hidden``
+    are the scored tensors, ``kept_index`` the sequence indices that survive (ascending; all of them
+    at a decode step): tests and the bench expose them as outputs.
     """
 
     layers: dict[int, float] = field(default_factory=dict)
@@ -177,11 +178,18 @@ def _prune_branch(prefix: str, probs: str, prelude: list[onnx.NodeProto], hidden
     visual = b.op("Cast", [mask], to=TensorProto.BOOL)
     vidx = b.op("Squeeze", [b.op("NonZero", [visual]), axis0])  # [Nv], ascending
     n_v = b.op("Squeeze", [b.op("Shape", [vidx]), axis0])
-    attn = b.op("Squeeze", [probs, axis0])  # [H, S, T] float32
-    s_len = b.op("Shape", [attn], start=1, end=2)
-    t_len = b.op("Shape", [attn], start=2, end=3)
+    # The head mean first, in float32 and as a matrix product (the scores' one float32 reduction), and
+    # the query means as matrix products too: gathering, casting and reducing the [heads, S, T]
+    # probabilities element by element was most of a prune step's cost. ``head_mean`` is what is scored.
+    heads = b.op("Shape", [probs], start=1, end=2)
+    flat = b.op("Reshape", [b.op("Squeeze", [probs, axis0]), b.op("Concat", [heads, b.const(np.array([-1], np.int64))], axis=0)])  # [H, S*T]
+    per_head = b.op("Div", [b.op("ConstantOfShape", [b.op("Concat", [b.const(np.array([1], np.int64)), heads], axis=0)], value=numpy_helper.from_array(np.array([1.0], np.float32))),
+                            b.op("Cast", [heads], to=TensorProto.FLOAT)])  # [1, H] of 1/H
+    s_len = b.op("Shape", [probs], start=2, end=3)
+    t_len = b.op("Shape", [probs], start=3, end=4)
+    head_mean = b.op("Reshape", [b.op("MatMul", [per_head, flat]), b.op("Concat", [b.const(np.array([1], np.int64)), s_len, t_len], axis=0)])  # [1, S, T]
+    attn = b.op("Cast", [b.op("Squeeze", [head_mean, axis0])], to=_D)  # [S, T] float64
     columns = b.op("Add", [vidx, b.op("Squeeze", [b.op("Sub", [t_len, s_len]), axis0])])  # the visual tokens' key columns
-    to_visual = b.op("ReduceMean", [b.op("Cast", [b.op("Gather", [attn, columns], axis=2)], to=_D), axis0], keepdims=0)  # [S, Nv], head mean in float64
     # text queries: non-visual tokens after the first visual one; all non-visual ones when there are none
     text = b.op("Not", [visual])
     first = b.op("Gather", [vidx, b.const(np.array(0, np.int64))])
@@ -191,11 +199,12 @@ def _prune_branch(prefix: str, probs: str, prelude: list[onnx.NodeProto], hidden
     any_after = b.op("Greater", [b.op("ReduceSum", [after_f], keepdims=0), b.const(np.array(0.0))])
     queries = b.op("Where", [any_after, after_f, text_f])
     count = b.op("ReduceSum", [queries], keepdims=0)
-    gathered_q = b.op("Compress", [to_visual, b.op("Cast", [queries], to=TensorProto.BOOL)], axis=0)
-    inter = b.op("ReduceMean", [gathered_q, axis0], keepdims=0)
-    zeros_v = b.op("Mul", [b.op("ReduceSum", [to_visual, axis0], keepdims=0), b.const(np.array(0.0))])
-    inter = b.op("Where", [b.op("Greater", [count, b.const(np.array(0.0))]), inter, zeros_v])
-    intra = b.op("ReduceMean", [b.op("Gather", [to_visual, vidx], axis=0), axis0], keepdims=0)
+    # mean over the chosen queries of attn[i, j] = (mask . attn)[j] / count; zero when there are no queries
+    inter_all = b.op("Squeeze", [b.op("MatMul", [b.op("Unsqueeze", [queries, axis0]), attn]), axis0])  # [T]
+    safe_count = b.op("Max", [count, b.const(np.array(1.0))])
+    inter = b.op("Gather", [b.op("Div", [inter_all, safe_count]), columns])
+    intra_all = b.op("Squeeze", [b.op("MatMul", [b.op("Unsqueeze", [b.op("Cast", [visual], to=_D), axis0]), attn]), axis0])
+    intra = b.op("Gather", [b.op("Div", [intra_all, b.op("Cast", [n_v], to=_D)]), columns])
     hv = b.op("Gather", [b.op("Cast", [b.op("Squeeze", [hidden, axis0])], to=_D), vidx], axis=0)  # [Nv, D]
     metrics = {"inter_modal": inter, "intra_visual": intra, "magnitude": _l2_rows(b, hv), "residual": _residual(b, hv, bits)}
     normalized = _robust_normalize(b, b.op("Concat", [b.op("Unsqueeze", [metrics[m], axis0]) for m in METRICS], axis=0), n_v)  # [4, Nv]
@@ -215,7 +224,7 @@ def _prune_branch(prefix: str, probs: str, prelude: list[onnx.NodeProto], hidden
     index = b.op("Squeeze", [b.op("NonZero", [b.op("Cast", [keep], to=TensorProto.BOOL)]), axis0])  # ascending
     if replay:
         index = replay  # the scores above go unused (ONNX Runtime drops them): the kept set comes from outside
-    outs = [*(b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)), b.op("Identity", [index]), b.op("Identity", [probs])]
+    outs = [*(b.op("Gather", [t, index], axis=1) for t in (hidden, normed, vmask, positions)), b.op("Identity", [index]), b.op("Identity", [head_mean])]
     outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, _BRANCH_TYPES, strict=True)]
     return helper.make_graph(b.nodes, f"{prefix}_then", [], outputs), outs
 
@@ -403,4 +412,22 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
         vmask, pos = kept[2], kept[3]
         report.layers[layer], report.attention_probs[layer], report.hidden[layer], report.kept_index[layer] = ratio, kept[5], stream, kept[4]
         g.refresh()
+    _drop_unused_constants(out.graph)
     return topological_sort(out), report
+
+
+def _drop_unused_constants(graph: onnx.GraphProto) -> None:
+    """The prune steps' constants that no node (in the graph or its branches) reads."""
+    used: set[str] = set()
+
+    def collect(g: onnx.GraphProto) -> None:
+        for node in g.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    collect(attr.g)
+
+    collect(graph)
+    stale = [t for t in graph.initializer if t.name.startswith("prune_") and t.name not in used]
+    for t in stale:
+        graph.initializer.remove(t)
