@@ -16,6 +16,7 @@ from edgecompile.reports.view import build_view
 ROBUSTNESS_FILE = Path("robustness") / "robustness.json"
 PLAN_FILE = Path("annotate") / "plan.json"
 VLMQ_FILE = Path("transform") / "vlmq_importance.json"
+PRUNING_FILE = Path("calibrate") / "token_pruning.json"
 
 
 def _read(path: Path) -> Any:
@@ -37,6 +38,8 @@ def build_images(view: dict[str, Any], plan: dict[str, Any] | None, all_layers: 
         images["generation"] = plots.generation_png(view["generation"])
     if view.get("vlmq"):
         images["token importance"] = plots.vlmq_importance_png(view["vlmq"])
+    if view.get("pruning") and view["pruning"]["layers"]:
+        images["token pruning"] = plots.keep_schedule_png(view["pruning"])
     robustness = view["robustness"]
     for who in ("artifact", "reference"):
         if robustness and robustness.get(who):
@@ -53,7 +56,7 @@ def write_build_reports(validate_dir: Path, report: dict[str, Any], robustness: 
     layers_doc = _read(validate_dir / "layers.json")
     layers = layers_doc["layers"] if layers_doc else None
     plan = _read(validate_dir.parent / PLAN_FILE)
-    view = build_view(report, comparison, layers, plan, robustness, vlmq=_read(validate_dir.parent / VLMQ_FILE))
+    view = build_view(report, comparison, layers, plan, robustness, vlmq=_read(validate_dir.parent / VLMQ_FILE), pruning=_read(validate_dir.parent / PRUNING_FILE))
     missing = plots.available()
     markdown = build_markdown(view)
     if missing:

@@ -37,6 +37,11 @@ def build_markdown(v: dict[str, Any]) -> str:
         out += ["", "## Components", "", table(["component", "precision mix", "size (MB)", "reference (MB)", "p90 (ms)", "reference p90 (ms)", "drift (cosine mean)"], rows)]
     if v["generation"]:
         out += ["", "## Generation", "", table(["metric", "artifact", "reference"], [[r["label"], r["value"], r["reference"]] for r in v["generation"]])]
+    if v.get("pruning"):
+        p = v["pruning"]
+        out += ["", f"## Visual-token pruning ({p['method']} schedule)", "", table(["after layer", "keep ratio", "k", "sensitivity"], [[r["layer"], r["keep_ratio"], r["k"], r["sensitivity"]] for r in p["layers"]])]
+        if p["metrics"]:
+            out += ["", table(["metric", "value"], [[k, val] for k, val in p["metrics"]])]
     if v["comparison"]:
         rows = [[r["output"], r["cosine_min"], r["max_absdiff"], r["mean_absdiff"], r["median_absdiff"], r["median_reldiff"], r["error_stat"], r["atol"], r["rtol"], r["min_cosine"], "yes" if r["passed"] else "**NO**"] for r in v["comparison"]]
         out += ["", "## Per-output comparison (Polygraphy)", "", table(["output", "cosine min", "max abs", "mean abs", "median abs", "median rel", "stat", "atol", "rtol", "min cos", "passed"], rows)]

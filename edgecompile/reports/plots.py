@@ -174,6 +174,37 @@ def vlmq_importance_png(doc: dict[str, Any]) -> bytes:
     return _png(plt, fig)
 
 
+def keep_schedule_png(view: dict[str, Any]) -> bytes:
+    """The token-pruning schedule: cumulative keep ratio after each prune layer (steps), and the sensitivity it came from.
+
+    ``view`` is ``reports.view.pruning_view``'s section. Sensitivity is drawn only for QUOTA schedules
+    (the uniform and explicit ones have none): the layers the low-bit decoder is most sensitive at
+    drop the fewest tokens.
+    """
+    rows = view["layers"]
+    plt, fig, (k_ax, s_ax) = _figure(9.0, 3.2, ncols=2)
+    layers = [r["layer"] for r in rows]
+    k_ax.step([layers[0] - 1, *layers], [1.0, *(r["keep_ratio"] for r in rows)], where="post", color=IMAGE_TOKENS, marker="o")
+    for r in rows:
+        if r["k"] is not None:
+            k_ax.annotate(f"k={r['k']}", (r["layer"], r["keep_ratio"]), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    k_ax.set_ylim(0, 1.05)
+    k_ax.set_xlabel("after decoder layer")
+    k_ax.set_ylabel("visual tokens kept (cumulative)")
+    k_ax.set_title(f"keep schedule ({view['method']}, {view.get('image_tokens') or '?'} image tokens)")
+    sens = [r["sensitivity"] for r in rows]
+    if all(v is not None for v in sens):
+        s_ax.bar(range(len(rows)), sens, color=TEXT_TOKENS)
+        s_ax.set_xticks(range(len(rows)), [str(x) for x in layers], fontsize=7)
+        s_ax.set_xlabel("decoder layer")
+        s_ax.set_ylabel("low-bit sensitivity s_l")
+        s_ax.set_title("sensitivity (float vs low-bit deviation)")
+    else:
+        s_ax.axis("off")
+        s_ax.text(0.5, 0.5, "no sensitivity: uniform or explicit schedule", ha="center", va="center", fontsize=8)
+    return _png(plt, fig)
+
+
 def _axis_range(values: list[float], budget: float | None, log: bool) -> tuple[float, float]:
     """Fit the data (and the budget line when it is near the data), with a margin."""
     lo, hi = min(values), max(values)

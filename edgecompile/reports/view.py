@@ -122,7 +122,26 @@ def vlmq_view(doc: dict[str, Any] | None) -> dict[str, Any] | None:
             "text_tokens": doc.get("text_tokens_per_sample"), "layers": rows, "fallbacks": doc.get("fallbacks", [])}
 
 
-def build_view(report: dict[str, Any], comparison: dict[str, Any] | None = None, layers: list[dict[str, Any]] | None = None, plan: dict[str, Any] | None = None, robustness: dict[str, Any] | None = None, vlmq: dict[str, Any] | None = None) -> dict[str, Any]:
+PRUNING_METRICS = ("accuracy.retention", "token_pruning.kept_visual_fraction", "token_pruning.prefill_ms", "token_pruning.unpruned_prefill_ms",
+                   "token_pruning.prefill_latency_ratio", "token_pruning.kv_cache_bytes", "token_pruning.kv_cache_ratio", "token_pruning.flops_ratio")
+
+
+def pruning_view(doc: dict[str, Any] | None, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The token-pruning section (``calibrate/token_pruning.json`` + validate's token_pruning.* rows): one row per prune step."""
+    if not doc:
+        return None
+    n = doc.get("reference_visual_tokens")
+    ratios, sensitivity = doc.get("keep_ratios", []), doc.get("sensitivity") or []
+    import math
+
+    rows = [{"layer": layer, "keep_ratio": r, "k": (min(max(math.ceil(round(r * n, 9)), 1), n) if n else None), "sensitivity": sensitivity[i] if i < len(sensitivity) else None}
+            for i, (layer, r) in enumerate(zip(doc.get("layers", []), ratios, strict=False))]
+    inputs = doc.get("inputs", {})
+    return {"method": inputs.get("method", "explicit"), "final_keep": inputs.get("final_keep"), "temperature": inputs.get("temperature"), "floor": inputs.get("floor"),
+            "weights": inputs.get("weights"), "image_tokens": n, "layers": rows, "metrics": [(k, metrics[k]) for k in PRUNING_METRICS if k in metrics]}
+
+
+def build_view(report: dict[str, Any], comparison: dict[str, Any] | None = None, layers: list[dict[str, Any]] | None = None, plan: dict[str, Any] | None = None, robustness: dict[str, Any] | None = None, vlmq: dict[str, Any] | None = None, pruning: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the build report shows (values raw; templates format them with ``number``)."""
     metrics = report.get("metrics", {})
     gates = [{**g, "status": status_of(g)} for g in report.get("gates", [])]
@@ -146,10 +165,11 @@ def build_view(report: dict[str, Any], comparison: dict[str, Any] | None = None,
         "layers": layer_rows(layers, plan)[:10],
         "robustness": robustness,
         "vlmq": vlmq_view(vlmq),
+        "pruning": pruning_view(pruning, metrics),
         "stages": stages,
         "notes": report.get("notes") or [],
         "plan_changes": ((report.get("stages") or {}).get("build") or {}).get("summary", {}).get("plan_changes") or [],
     }
 
 
-__all__ = ["build_view", "layer_rows", "plan_index", "suggest_rule", "vlmq_view"]
+__all__ = ["build_view", "layer_rows", "plan_index", "pruning_view", "suggest_rule", "vlmq_view"]
