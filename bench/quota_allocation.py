@@ -8,8 +8,9 @@ keep ratio of seed 003's Table 2 (50/40/30/20/10 %), QUOTA's schedule over ``--c
 (eqs. 2-4, ``edgecompile.pruning.allocation``) and the uniform stage-wise schedule, with each
 layer's token budget k_l = ceil(rho_l * N_v) for the model's image-token count.
 
-This is the allocation only: executing the schedule inside the compiled decoder (the scoring
-subgraph, TopK/Gather, per-layer KV lengths) is not built yet, so no retention or latency is printed.
+This is the allocation only; ``bench/quota_pruning.py`` executes the schedules in the compiled
+decoder (retention, prefill latency, KV memory) and ``bench/quota_prefill.py`` times the prefill at a
+real decoder width.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python bench/quota_allocation.py --model edgecompile/zoo/models/shapes-llava-next
 
