@@ -65,6 +65,8 @@ def write_bundle(
     notes: list[str] = []
     if generation is not None and backend == "ort-cpu" and text_config is not None:
         notes += write_genai(bundle, files, generation, text_config)
+        if generation.get("visual_token_mask"):
+            notes.append("the decoder prunes visual tokens when fed visual_token_mask (io.json generation.visual_token_mask); onnxruntime-genai does not feed it, so under genai_config.json it runs unpruned")
     record = {
         "schema_version": 1,
         "backend": backend,

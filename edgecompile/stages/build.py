@@ -24,7 +24,9 @@ class BuildStage(Stage):
     output_type = BuiltArtifact
 
     def inputs(self, ctx: BuildContext) -> dict[str, Any]:
-        return {"target": ctx.target.model_dump_json(), "quantization": ctx.recipe.quantization.model_dump_json(), "backend_options": str(sorted(ctx.recipe.backend_options.items()))}
+        pruning = ctx.recipe.token_pruning  # residual_bits and weights are read here, not only in calibrate
+        return {"target": ctx.target.model_dump_json(), "quantization": ctx.recipe.quantization.model_dump_json(), "backend_options": str(sorted(ctx.recipe.backend_options.items())),
+                **({"token_pruning": pruning.model_dump_json()} if pruning is not None else {})}
 
     def run(self, ctx: BuildContext, out: Path, upstream: Upstream) -> dict[str, Any]:
         backend = get_backend(ctx.target.backend)

@@ -3,13 +3,12 @@
 A 4-layer Llama decoder exported by torch and fused into GroupQueryAttention (fp32, Q/K/V separate)
 is pruned after layers 0 and 2; prompts carry a run of "visual" tokens in the middle, the way a
 LLaVA prompt does. The kept set is checked against ``pruning.score`` in numpy on the very tensors
-the graph scored (exposed as outputs), the caches against ``KeepSchedule.budgets``; the shapes-llava
-build (INT4, packed QKV) runs the whole generation loop pruned.
+the graph scored (exposed as outputs), the caches against ``KeepSchedule.budgets``. The whole
+generation loop on an INT4 build (packed QKV) is tests/stages/test_token_pruning_build.py's.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,48 +189,3 @@ def test_unfused_decoder_is_refused(fused: onnx.ModelProto, tmp_path: Path) -> N
     plain = onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []))
     with pytest.raises(ValueError, match="no GroupQueryAttention"):
         insert_token_pruning(plain, {0: 0.5})
-
-
-# --- the whole loop on the shapes-llava build (INT4 decoder, packed QKV, trained weights) ---
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from tests.runtime.shapes_llava_build import built_shapes_llava
-
-    return built_shapes_llava(tmp_path_factory)
-
-
-def _pruned_build(built, tmp_path: Path, ratio: float) -> Path:  # noqa: ANN001
-    import shutil
-
-    src = built.build_dir / "build"
-    dst = tmp_path / f"pruned_{ratio}"
-    shutil.copytree(src, dst)
-    pruned, _ = insert_token_pruning(onnx.load(str(src / "decoder.onnx")), {0: ratio})
-    onnx.save(pruned, str(dst / "decoder.onnx"))
-    return dst
-
-
-def test_generation_runs_pruned_and_is_unchanged_at_keep_one(built, tmp_path: Path) -> None:  # noqa: ANN001
-    from edgecompile.data.eval_sets import vqa_eval_set
-    from edgecompile.runtime.generate import generate
-    from edgecompile.runtime.onnx_cpu import CpuRunner
-
-    files = {c: f"{c}.onnx" for c in ("vision_encoder", "embed_tokens", "decoder")}
-    spec = replace(built.adapter.generation_spec(built.loaded().config), eos_token_ids=())
-    pruned_spec = replace(spec, visual_token_mask=True)
-    plain = CpuRunner(built.build_dir / "build", files)
-    keep_all, keep_half = CpuRunner(_pruned_build(built, tmp_path, 1.0), files), CpuRunner(_pruned_build(built, tmp_path, 0.5), files)
-    assert keep_all.fast_decoder(spec.layers, 64) is None  # per-layer cache lengths: never the shared buffer
-    loaded = built.loaded()
-    for sample in vqa_eval_set(3).samples:
-        ids, pixels = built.adapter.encode(loaded, sample.image, sample.question)
-        want = generate(plain, spec, ids, pixels, 8)
-        same = generate(keep_all, pruned_spec, ids, pixels, 8)
-        assert same.tokens == want.tokens  # want: the fast path (shared buffer); same: the generic loop through the pruned graph
-        np.testing.assert_allclose(same.first_logits, want.first_logits, rtol=1e-5, atol=1e-5)
-        half = generate(keep_half, pruned_spec, ids, pixels, 8)
-        n_visual = int((ids == spec.image_token_id).sum())
-        drop = n_visual - KeepSchedule((0,), (0.5,), n_visual).budgets()[0]
-        # layer 0 keeps the whole prompt, layer 1 the kept tokens; both the 7 decode steps appended
-        assert half.cache_bytes == same.cache_bytes - spec.cache_bytes(drop) // spec.layers

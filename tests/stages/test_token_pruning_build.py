@@ -100,6 +100,7 @@ def test_artifact_prunes_and_the_bundle_says_so(validated) -> None:  # noqa: ANN
     assert "visual_token_mask" in {i.name for i in decoder.graph.input}
     assert sum(n.op_type == "If" for n in decoder.graph.node) == 1
     assert json.loads((build / "bundle" / "io.json").read_text())["generation"]["visual_token_mask"] is True
+    assert any("onnxruntime-genai does not feed it" in n for n in json.loads((build / "bundle" / "bundle.json").read_text())["notes"])
     notes = json.loads((build / "artifact.json").read_text())["notes"]
     assert any("visual tokens pruned in the graph" in n and "k=18" in n for n in notes)
 
@@ -114,3 +115,39 @@ def test_validate_reports_retention_and_what_pruning_saved(validated) -> None:  
     assert 0.5 < m["token_pruning.flops_ratio"] < 0.95
     assert m["token_pruning.prefill_ms"] > 0 and m["token_pruning.unpruned_prefill_ms"] > 0
     assert 0.0 <= m["accuracy.retention"] <= 1.5 and m["accuracy.retention"] == pytest.approx(m["accuracy"] / m["accuracy.reference"])
+
+
+def test_generation_prunes_only_when_fed_the_mask(validated) -> None:  # noqa: ANN001
+    """The same INT4 artifact: fed no mask it runs unpruned (every layer caches the whole prompt); fed the mask it prunes.
+
+    Pruned, layer 1's cache holds exactly the dropped image tokens fewer (layer 0 keeps the whole
+    prompt), through every decode step. Keep 1.0 being bit-exact is tests/backends/test_token_pruning.py's.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from edgecompile.data.eval_sets import vqa_eval_set
+    from edgecompile.pruning.allocation import KeepSchedule
+    from edgecompile.runtime.generate import generate
+    from edgecompile.runtime.onnx_cpu import CpuRunner
+
+    ctx, _ = validated
+    files = {c: f"{c}.onnx" for c in ("vision_encoder", "embed_tokens", "decoder")}
+    spec = replace(ctx.adapter.generation_spec(ctx.loaded().config), eos_token_ids=())
+    runner = CpuRunner(ctx.build_dir / "build", files)
+    assert runner.fast_decoder(spec.layers, 64) is None  # a pruned graph never takes the shared buffer
+
+    def generic(component: str, feeds: dict) -> dict:
+        return runner(component, feeds)
+
+    loaded = ctx.loaded()
+    for sample in vqa_eval_set(2).samples:
+        ids, pixels = ctx.adapter.encode(loaded, sample.image, sample.question)
+        plain = generate(generic, spec, ids, pixels, 6)
+        pruned = generate(runner, replace(spec, visual_token_mask=True), ids, pixels, 6)
+        assert plain.cache_bytes == spec.cache_bytes(ids.shape[1] + 5)
+        n_visual = int((ids == spec.image_token_id).sum())
+        dropped = n_visual - KeepSchedule((0,), (0.5,), n_visual).budgets()[0]
+        assert pruned.cache_bytes == plain.cache_bytes - spec.cache_bytes(dropped) // spec.layers
+        assert np.isfinite(pruned.first_logits).all() and len(pruned.tokens) == 6

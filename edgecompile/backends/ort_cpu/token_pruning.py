@@ -173,7 +173,7 @@ def _prune_branch(prefix: str, probs: str, prelude: list[onnx.NodeProto], hidden
     """
     b = _Builder(f"{prefix}_then", initializers)
     b.nodes.extend(prelude)  # the attention probabilities: only computed where the tokens are scored
-    axis0, axis1 = b.const(np.array([0], np.int64)), b.const(np.array([1], np.int64))
+    axis0 = b.const(np.array([0], np.int64))
     mask = b.op("Squeeze", [vmask, axis0])  # [S] int64
     visual = b.op("Cast", [mask], to=TensorProto.BOOL)
     vidx = b.op("Squeeze", [b.op("NonZero", [visual]), axis0])  # [Nv], ascending
@@ -244,7 +244,7 @@ def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
 
 
 def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[onnx.NodeProto]:
-    """Nodes recomputing a layer's post-softmax attention ``[1, heads, S, T]`` beside its GroupQueryAttention.
+    """Nodes recomputing a layer's post-softmax attention ``[1, heads, S, T]`` from its GroupQueryAttention's tensors.
 
     GroupQueryAttention can return its probabilities (``qk_output=2``), but asking for them moves it
     off its fused kernel and changes its output in the last bits (measured: 0.008 max on logits), so a
@@ -252,7 +252,8 @@ def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[on
     layer's own tensors: Q (the packed QKV's first ``heads * head_dim`` columns, bias included), the
     rotary half-split rotation with the layer's cos/sin caches at its position ids, K from
     ``present_key`` (already rotated), the layer's scale, a causal mask over the cached + current keys.
-    Float32, like the attention; at a decode step it is one query row.
+    Float32, like the attention. The nodes go into the prune step's then-branch: computed at prefill
+    only, never at a decode step.
     """
     heads, kv_heads = int(_attr(gqa, "num_heads")), int(_attr(gqa, "kv_num_heads"))
     scale, packed = float(_attr(gqa, "scale", 0.0)), not gqa.input[1]
