@@ -60,6 +60,9 @@ def run_cmd(build_dir: Path, image: Path, prompt: str, max_new_tokens: int, refe
     runner = get_backend(artifact.backend).runner(directory, artifact)
     config = AutoConfig.from_pretrained(ctx.model_dir)
     loaded = LoadedModel(path=ctx.model_dir, model=None, processor=adapter.load_processor(ctx.model_dir), config=config)  # type: ignore[arg-type]
+    count = _static_image_tokens(directory / artifact.components["vision_encoder"]) if "vision_encoder" in artifact.components else None
+    if count is not None:
+        loaded.image_token_count = count  # type: ignore[attr-defined] - the prompt's expansion without the torch weights
     ids, pixels = adapter.encode(loaded, picture, prompt)
     spec = adapter.generation_spec(config)
     if not reference and ctx.recipe.token_pruning is not None:
@@ -79,3 +82,16 @@ def run_cmd(build_dir: Path, image: Path, prompt: str, max_new_tokens: int, refe
     steps = len(tokens) - 1
     rate = f"{steps / stats['decode_s']:.1f} tokens/s" if steps > 0 and stats.get("decode_s") else "n/a"
     click.echo(f"[{len(tokens)} tokens, stopped by {stats['stopped_by']}; time to first token {stats['time_to_first_token_s'] * 1000:.0f} ms; decode {rate}; {artifact.backend}: {artifact.where}]", err=True)
+
+
+def _static_image_tokens(vision_graph: Path) -> int | None:
+    """The image-token count a vision graph emits, when its ``image_features`` output has it as a static dimension."""
+    import onnx
+
+    try:
+        model = onnx.load(str(vision_graph), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file (a CoreML package, an ExecuTorch program): no shape to read
+        return None
+    out = next((o for o in model.graph.output if o.name == "image_features"), None)
+    dims = out.type.tensor_type.shape.dim if out is not None else []
+    return int(dims[1].dim_value) if len(dims) == 3 and dims[1].dim_value > 0 else None

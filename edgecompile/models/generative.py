@@ -179,6 +179,11 @@ class GenerativeAdapter:
         return {"inputs_embeds": (rng.standard_normal((1, 1, spec.hidden)) * 0.02).astype(np.float32), "attention_mask": np.ones((1, past + 1), np.int64), "position_ids": spec.position_ids(past, 1), **feeds}
 
     def image_tokens(self, loaded: LoadedModel) -> int:
+        """Image tokens per image: ``loaded.image_token_count`` where a caller without the weights set it
+        (``edgecompile run`` reads it from the vision graph), else one pass of the torch vision tower."""
+        known = getattr(loaded, "image_token_count", None)
+        if known is not None:
+            return int(known)
         with torch.no_grad():
             return int(self.vision_module(loaded)(torch.zeros(1, *self.pixel_shape(loaded))).shape[1])
 

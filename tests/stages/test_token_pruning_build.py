@@ -151,3 +151,21 @@ def test_generation_prunes_only_when_fed_the_mask(validated) -> None:  # noqa: A
         dropped = n_visual - KeepSchedule((0,), (0.5,), n_visual).budgets()[0]
         assert pruned.cache_bytes == plain.cache_bytes - spec.cache_bytes(dropped) // spec.layers
         assert np.isfinite(pruned.first_logits).all() and len(pruned.tokens) == 6
+
+
+def test_edgecompile_run_answers_with_the_pruned_artifact(validated, tmp_path: Path) -> None:  # noqa: ANN001
+    """`edgecompile run` feeds the mask (the artifact prunes) and reads the image-token count from the vision graph."""
+    from click.testing import CliRunner
+
+    from edgecompile.cli.main import main
+    from edgecompile.cli.run_cmd import _static_image_tokens
+    from edgecompile.data.eval_sets import vqa_eval_set
+
+    ctx, _ = validated
+    sample = vqa_eval_set(1).samples[0]
+    sample.image.save(tmp_path / "scene.png")
+    assert _static_image_tokens(ctx.build_dir / "build" / "vision_encoder.onnx") == 36
+    assert _static_image_tokens(tmp_path / "scene.png") is None  # not a graph: no count, no error
+    result = CliRunner().invoke(main, ["run", "--build", str(ctx.build_dir), "-i", str(tmp_path / "scene.png"), "-p", sample.question, "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert "stopped by" in result.output
