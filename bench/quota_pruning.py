@@ -32,7 +32,6 @@ import argparse
 import json
 import re
 import shutil
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,8 +47,9 @@ from edgecompile.models.generative import EVAL_MAX_NEW_TOKENS, answer_matches
 from edgecompile.pruning.allocation import allocate_keep_schedule, uniform_keep_schedule
 from edgecompile.pruning.score import DEFAULT_WEIGHTS
 from edgecompile.pruning.sensitivity import decoder_sensitivity
-from edgecompile.runtime.generate import generate, splice_image_features
+from edgecompile.runtime.generate import generate
 from edgecompile.runtime.onnx_cpu import CpuRunner
+from edgecompile.validation.pruning_metrics import prefill_feeds, prefill_flops, profile_prefill
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {c: f"{c}.onnx" for c in ("vision_encoder", "embed_tokens", "decoder")}
@@ -122,46 +122,6 @@ def accuracy(run, spec, adapter, loaded, samples) -> tuple[float, float]:  # noq
     return correct / len(samples), float(np.median(rates)) if rates else float("nan")
 
 
-def prefill_inputs(run: CpuRunner, spec, adapter, loaded, samples) -> list[dict]:  # noqa: ANN001
-    """Spliced prompt embeddings + empty caches, computed once so every decoder times the same feeds."""
-    feeds = []
-    for sample in samples:
-        ids, pixels = adapter.encode(loaded, sample.image, sample.question)
-        embeds = run("embed_tokens", {"input_ids": ids})["inputs_embeds"]
-        features = run("vision_encoder", {"pixel_values": pixels})["image_features"]
-        n = ids.shape[1]
-        feeds.append({"inputs_embeds": splice_image_features(ids, embeds, features, spec.image_token_id), "attention_mask": np.ones((1, n), np.int64),
-                      "position_ids": spec.prompt_position_ids(ids)[0], VISUAL_MASK: (ids == spec.image_token_id).astype(np.int64), **spec.empty_past()})
-    return feeds
-
-
-def prefill_profile(run, feeds: list[dict], runs: int) -> tuple[float, int, list[int]]:  # noqa: ANN001
-    """(mean over prompts of the median prefill ms, mean prefill cache bytes, the first prompt's per-layer cache lengths)."""
-    times, cache, lengths = [], [], []
-    for f in feeds:
-        run("decoder", f)  # warm
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            out = run("decoder", f)
-            samples.append((time.perf_counter() - start) * 1000)
-        times.append(statistics.median(samples))
-        presents = sorted((k for k in out if k.startswith("present_")), key=lambda k: (int(k.rsplit("_", 1)[1]), k))
-        cache.append(sum(out[k].nbytes for k in presents))
-        lengths = lengths or [int(out[k].shape[2]) for k in presents if "key" in k]
-    return float(np.mean(times)), int(np.mean(cache)), lengths
-
-
-def flops(lengths: list[int], text_config) -> float:  # noqa: ANN001
-    """Analytic prefill FLOPs from each layer's sequence length: linears, causal attention, the LM head."""
-    h, m = text_config.hidden_size, text_config.intermediate_size
-    heads, kv = text_config.num_attention_heads, text_config.num_key_value_heads
-    dh = getattr(text_config, "head_dim", None) or h // heads
-    linear = 2 * (h * heads * dh + 2 * h * kv * dh + heads * dh * h + 3 * h * m)
-    attention = 2 * heads * dh  # QK^T and PV, each 2 FLOPs per multiply-add, over L^2/2 causal pairs
-    return float(sum(linear * n + attention * n * n for n in lengths) + 2 * lengths[-1] * h * text_config.vocab_size)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes-llava-next")
@@ -197,17 +157,17 @@ def main() -> None:
 
     samples = list(vqa_eval_set(args.eval_samples).samples)
     float_run, int4_run = CpuRunner(variant(export_dir, float_fused, work / "float"), FILES), CpuRunner(build_dir, FILES)
-    latency_feeds = prefill_inputs(int4_run, spec, adapter, loaded, samples[: args.latency_prompts])
-    base_ms, base_cache, base_lengths = prefill_profile(int4_run, [{k: v for k, v in f.items() if k != VISUAL_MASK} for f in latency_feeds], args.latency_runs)
-    base_flops = flops(base_lengths, text_config)
+    latency_feeds = prefill_feeds(int4_run, spec, [adapter.encode(loaded, s.image, s.question) for s in samples[: args.latency_prompts]])
+    base_ms, base_cache, base_lengths = profile_prefill(int4_run, [{k: v for k, v in f.items() if k != VISUAL_MASK} for f in latency_feeds], args.latency_runs)
+    base_flops = prefill_flops(base_lengths, text_config)
     rows = []
 
     def row(name: str, keep: float, run, spec_used, schedule=None, timed=None) -> dict:  # noqa: ANN001
         acc, rate = accuracy(run, spec_used, adapter, loaded, samples)
-        ms, cache, lengths = prefill_profile(timed or run, latency_feeds if spec_used.visual_token_mask else [{k: v for k, v in f.items() if k != VISUAL_MASK} for f in latency_feeds], args.latency_runs)
+        ms, cache, lengths = profile_prefill(timed or run, latency_feeds if spec_used.visual_token_mask else [{k: v for k, v in f.items() if k != VISUAL_MASK} for f in latency_feeds], args.latency_runs)
         out = {"config": name, "final_keep": keep, "accuracy": acc, "retention": acc / rows[0]["accuracy"] if rows else 1.0,
                "prefill_ms": round(ms, 2), "prefill_ratio": round(ms / base_ms, 3), "kv_bytes": cache, "kv_ratio": round(cache / base_cache, 3),
-               "flops_ratio": round(flops(lengths, text_config) / base_flops, 3), "decode_tokens_per_s": round(rate, 1), "layer_lengths": lengths}
+               "flops_ratio": round(prefill_flops(lengths, text_config) / base_flops, 3), "decode_tokens_per_s": round(rate, 1), "layer_lengths": lengths}
         if schedule is not None:
             out |= {"keep_ratios": [round(r, 4) for r in schedule.keep_ratios], "budgets": list(schedule.budgets(n_visual))}
         rows.append(out)
