@@ -38,19 +38,12 @@ def build_decoder(layers: int, out: Path):  # noqa: ANN201 - (fused INT4 ModelPr
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from edgecompile.models.adapter import ComponentSpec
-    from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs
-    from edgecompile.models.export import export_component
+    from edgecompile.models.decoder_export import export_causal_lm_decoder
 
     torch.manual_seed(0)
     config = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=layers, num_attention_heads=14, num_key_value_heads=2,
                          vocab_size=4096, max_position_embeddings=4096, tie_word_embeddings=False)
-    model = Qwen2ForCausalLM(config).eval()
-    layout = CacheLayout.from_text_config(config)
-    module = DecoderWithCache(model.model, model.lm_head, layout.layers).eval()
-    spec = ComponentSpec("decoder", module, decoder_example_inputs(layout), ("inputs_embeds", "attention_mask", "position_ids", *layout.past_names()),
-                         ("logits", *layout.present_names()), decoder_dynamic_axes(layout))
-    export_component(spec, out / "decoder.onnx", 18)
+    _, layout = export_causal_lm_decoder(Qwen2ForCausalLM(config).eval(), out / "decoder.onnx")
     quantizer = MatMulNBitsQuantizer(onnx.load(str(out / "decoder.onnx")), block_size=32, is_symmetric=True, accuracy_level=4)
     quantizer.process()
     fused, report = fuse_decoder(quantizer.model.model)
@@ -78,6 +71,8 @@ def main() -> None:
     parser.add_argument("--text-after", type=int, default=24)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    if args.layers < 5:
+        parser.error("--layers must be at least 5: the schedules prune after layers 0, 1 and 3 and uniformly over 1..layers-2")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         fused, config, layout = build_decoder(args.layers, Path(tmp))

@@ -102,6 +102,23 @@ def decoder_dynamic_axes(layout: CacheLayout) -> dict[str, dict[int, str]]:
     return axes
 
 
+def export_causal_lm_decoder(model: torch.nn.Module, path, opset: int = 18) -> tuple[DecoderWithCache, CacheLayout]:  # noqa: ANN001 - path: str | Path
+    """A Hugging Face ``*ForCausalLM``'s decoder with its KV cache, exported to ``path`` as the pipeline exports it.
+
+    For tests and benches that want the exported decoder graph of a text model without a whole VLM
+    build; returns the wrapped module and its cache layout (for parity checks against torch).
+    """
+    from edgecompile.models.adapter import ComponentSpec
+    from edgecompile.models.export import export_component
+
+    layout = CacheLayout.from_text_config(model.config)
+    module = DecoderWithCache(model.model, model.lm_head, layout.layers).eval()
+    spec = ComponentSpec("decoder", module, decoder_example_inputs(layout), ("inputs_embeds", "attention_mask", "position_ids", *layout.past_names()),
+                         ("logits", *layout.present_names()), decoder_dynamic_axes(layout))
+    export_component(spec, path, opset)
+    return module, layout
+
+
 def decoder_parity(module: DecoderWithCache, layout: CacheLayout, path, prompt_length: int = 7, decode_steps: int = 4, seed: int = 1) -> dict[str, float]:  # noqa: ANN001
     """Prefill from an empty past, then ``decode_steps`` single-token steps, each side feeding back its own cache.
 

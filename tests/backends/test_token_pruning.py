@@ -30,20 +30,13 @@ SCHEDULE = {0: 0.5, 2: 0.25}
 def fused(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from edgecompile.models.adapter import ComponentSpec
-    from edgecompile.models.decoder_export import CacheLayout, DecoderWithCache, decoder_dynamic_axes, decoder_example_inputs
-    from edgecompile.models.export import export_component
+    from edgecompile.models.decoder_export import export_causal_lm_decoder
 
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=KV_HEADS,
                          vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False)
     out = tmp_path_factory.mktemp("llama4")
-    hf = LlamaForCausalLM(config).eval()
-    layout = CacheLayout.from_text_config(config)
-    module = DecoderWithCache(hf.model, hf.lm_head, layout.layers).eval()
-    spec = ComponentSpec("decoder", module, decoder_example_inputs(layout), ("inputs_embeds", "attention_mask", "position_ids", *layout.past_names()),
-                         ("logits", *layout.present_names()), decoder_dynamic_axes(layout))
-    export_component(spec, out / "decoder.onnx", 18)
+    export_causal_lm_decoder(LlamaForCausalLM(config).eval(), out / "decoder.onnx")
     model, report = fuse_decoder(onnx.load(str(out / "decoder.onnx")))
     assert report.attentions == LAYERS
     return model
