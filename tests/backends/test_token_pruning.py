@@ -27,7 +27,8 @@ SCHEDULE = {0: 0.5, 2: 0.25}
 
 
 @pytest.fixture(scope="module")
-def fused(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, onnx.ModelProto]:
+    """The torch model and its fused decoder graph."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from edgecompile.models.decoder_export import export_causal_lm_decoder
@@ -36,10 +37,20 @@ def fused(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
     config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=KV_HEADS,
                          vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False)
     out = tmp_path_factory.mktemp("llama4")
-    export_causal_lm_decoder(LlamaForCausalLM(config).eval(), out / "decoder.onnx")
+    torch_model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # sharper attention than the default init's: rotary phases then move the logits (by ~1e-2)
+        for layer in torch_model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)
+            layer.self_attn.k_proj.weight.mul_(8.0)
+    export_causal_lm_decoder(torch_model, out / "decoder.onnx")
     model, report = fuse_decoder(onnx.load(str(out / "decoder.onnx")))
     assert report.attentions == LAYERS
-    return model
+    return torch_model, model
+
+
+@pytest.fixture(scope="module")
+def fused(built: tuple[torch.nn.Module, onnx.ModelProto]) -> onnx.ModelProto:
+    return built[1]
 
 
 def _prompt(seed: int, length: int = 48, visual: tuple[int, int] = (4, 36)) -> dict[str, np.ndarray]:
@@ -138,6 +149,34 @@ def test_keep_ratio_one_reproduces_the_unpruned_graph_exactly(fused: onnx.ModelP
         want = plain.run(names, {k: v for k, v in feeds.items() if k != VISUAL_MASK})
         for name, a, b in zip(names, got, want, strict=True):
             assert a.shape == b.shape and np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("seed", [3, 10])
+def test_kept_tokens_rotate_at_their_original_positions(built: tuple[torch.nn.Module, onnx.ModelProto], seed: int) -> None:
+    """The pruned graph's logits equal torch's layers run on the same kept sets at the original position ids.
+
+    ONNX Runtime's CPU GroupQueryAttention ignores ``position_ids`` at the prompt; without the explicit
+    rotary after a prune step the kept tokens would be rotated at their compacted positions (the
+    logits then differ by ~1e-2 on this model).
+    """
+    model, fused = built
+    pruned, report = insert_token_pruning(fused, SCHEDULE)
+    feeds = _prompt(seed)
+    got = _run(_with_outputs(pruned, [report.kept_index[layer] for layer in SCHEDULE]), feeds)
+    language_model = model.model
+    hidden, positions = torch.from_numpy(feeds["inputs_embeds"]), torch.from_numpy(feeds["position_ids"])
+    with torch.no_grad():
+        for i, layer in enumerate(language_model.layers):
+            n = hidden.shape[1]
+            bias = torch.full((n, n), float("-inf")).triu(1)[None, None]
+            out = layer(hidden, attention_mask=bias, position_embeddings=language_model.rotary_emb(hidden, positions))
+            hidden = out[0] if isinstance(out, tuple) else out
+            if i in SCHEDULE:
+                kept = torch.from_numpy(got[report.kept_index[i]])
+                hidden, positions = hidden[:, kept], positions[:, kept]
+        want = model.lm_head(language_model.norm(hidden)).numpy()
+    assert got["logits"].shape == want.shape
+    np.testing.assert_allclose(got["logits"], want, atol=1e-3)
 
 
 def test_same_input_same_kept_set(fused: onnx.ModelProto) -> None:

@@ -18,8 +18,13 @@ caches hold exactly the kept tokens. What is rewritten, on the graph ``decoder_f
   position ids; the else-branch (decode steps, text-only prompts) passes them through;
 * every GroupQueryAttention after a prune step takes ``seqlens_k`` / ``total_sequence_length`` from
   its segment's past length plus current length instead of the shared attention-mask ones, because
-  after pruning the layers' caches differ in length. Decode positions come from ``position_ids`` (the runtime keeps
-  counting from the unpruned prompt length), so rotary phases stay those of the original tokens.
+  after pruning the layers' caches differ in length;
+* every GroupQueryAttention after a prune step gets its rotary from an explicit ``RotaryEmbedding`` on Q
+  and K at the gathered (original) position ids, with its own ``do_rotary`` off: at the prompt, ONNX
+  Runtime 1.32's CPU kernel ignores ``position_ids`` and rotates at ``past + 0..S-1`` (measured: doubling
+  the positions changes no key), which after a prune step would be the compacted positions, not the
+  original ones the seed keeps. Decode positions come from ``position_ids`` (the runtime keeps counting
+  from the unpruned prompt length), so rotary phases stay those of the original tokens.
 
 Batch 1 and 1-D position ids only (what ``runtime.generate`` feeds); M-RoPE graphs are refused. The
 shared in-place cache of ``runtime.ort_decode`` assumes one length for every layer, so a pruned graph
@@ -243,6 +248,35 @@ def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
+def _explicit_rotary(g: FusionGraph, gqa: onnx.NodeProto, layer: int) -> None:
+    """Rotate this layer's Q and K outside GroupQueryAttention, at the position ids it is fed (see the module doc).
+
+    The packed QKV (when packed) is split into Q, K, V; ``com.microsoft.RotaryEmbedding`` (half-split,
+    the caches GroupQueryAttention was given) rotates Q and K; the attention takes them with
+    ``do_rotary=0``. Its cos/sin inputs stay wired (the scoring prelude reads them).
+    """
+    heads, kv_heads = int(_attr(gqa, "num_heads")), int(_attr(gqa, "kv_num_heads"))
+    if int(_attr(gqa, "do_rotary", 0)) != 1 or int(_attr(gqa, "rotary_interleaved", 0)) != 0:
+        raise ValueError(f"token pruning: {gqa.name}: expected do_rotary=1 with half-split rotary (the fusion's layout)")
+    head_dim = _head_dim(g, gqa)
+    b = _Builder(f"prune_rope_{layer}", g.graph.initializer)
+    q, k, v = gqa.input[0], gqa.input[1], gqa.input[2]
+    if not k:  # packed [1, S, (H + 2 KV) * Dh]
+        axis2 = b.const(np.array([2], np.int64))
+        bounds = np.cumsum([0, heads * head_dim, kv_heads * head_dim, kv_heads * head_dim])
+        q, k, v = (b.op("Slice", [gqa.input[0], b.const(bounds[i : i + 1]), b.const(bounds[i + 1 : i + 2]), axis2]) for i in range(3))
+    cos, sin, positions = gqa.input[7], gqa.input[8], gqa.input[9]
+    rq = b.fresh("q")
+    rk = b.fresh("k")
+    b.nodes.append(helper.make_node("RotaryEmbedding", [q, positions, cos, sin], [rq], name=rq, domain=_MS, interleaved=0, num_heads=heads))
+    b.nodes.append(helper.make_node("RotaryEmbedding", [k, positions, cos, sin], [rk], name=rk, domain=_MS, interleaved=0, num_heads=kv_heads))
+    g.graph.node.extend(b.nodes)
+    gqa.input[0], gqa.input[1], gqa.input[2] = rq, rk, v
+    for a in gqa.attribute:
+        if a.name == "do_rotary":
+            a.i = 0
+
+
 def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[onnx.NodeProto]:
     """Nodes recomputing a layer's post-softmax attention ``[1, heads, S, T]`` from its GroupQueryAttention's tensors.
 
@@ -257,7 +291,8 @@ def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[on
     """
     heads, kv_heads = int(_attr(gqa, "num_heads")), int(_attr(gqa, "kv_num_heads"))
     scale, packed = float(_attr(gqa, "scale", 0.0)), not gqa.input[1]
-    if int(_attr(gqa, "do_rotary", 0)) != 1 or int(_attr(gqa, "rotary_interleaved", 0)) != 0:
+    pre_rotated = int(_attr(gqa, "do_rotary", 0)) == 0 and g.producer.get(gqa.input[0]) is not None and g.producer[gqa.input[0]].op_type == "RotaryEmbedding"
+    if not pre_rotated and (int(_attr(gqa, "do_rotary", 0)) != 1 or int(_attr(gqa, "rotary_interleaved", 0)) != 0):
         raise ValueError(f"token pruning: {gqa.name}: expected do_rotary=1 with half-split rotary (the fusion's layout)")
     head_dim = _head_dim(g, gqa)
     p = f"{probs}_"
@@ -267,13 +302,16 @@ def _attention_probs(g: FusionGraph, gqa: onnx.NodeProto, probs: str) -> list[on
     if packed:
         q = b.op("Slice", [q, b.const(np.array([0], np.int64)), b.const(np.array([heads * head_dim], np.int64)), axis2])
     q = b.op("Transpose", [b.op("Reshape", [q, b.const(np.array([1, -1, heads, head_dim], np.int64))])], perm=[0, 2, 1, 3])
-    positions = b.op("Squeeze", [gqa.input[9], axis0])
-    c = b.op("Gather", [gqa.input[7], positions])  # [S, head_dim / 2]
-    s = b.op("Gather", [gqa.input[8], positions])
-    half = head_dim // 2
-    q1 = b.op("Slice", [q, b.const(np.array([0], np.int64)), b.const(np.array([half], np.int64)), axis3])
-    q2 = b.op("Slice", [q, b.const(np.array([half], np.int64)), b.const(np.array([head_dim], np.int64)), axis3])
-    rotated = b.op("Concat", [b.op("Sub", [b.op("Mul", [q1, c]), b.op("Mul", [q2, s])]), b.op("Add", [b.op("Mul", [q2, c]), b.op("Mul", [q1, s])])], axis=3)
+    if pre_rotated:  # a layer after an earlier prune step: Q arrives rotated at its original positions
+        rotated = q
+    else:
+        positions = b.op("Squeeze", [gqa.input[9], axis0])
+        c = b.op("Gather", [gqa.input[7], positions])  # [S, head_dim / 2]
+        s = b.op("Gather", [gqa.input[8], positions])
+        half = head_dim // 2
+        q1 = b.op("Slice", [q, b.const(np.array([0], np.int64)), b.const(np.array([half], np.int64)), axis3])
+        q2 = b.op("Slice", [q, b.const(np.array([half], np.int64)), b.const(np.array([head_dim], np.int64)), axis3])
+        rotated = b.op("Concat", [b.op("Sub", [b.op("Mul", [q1, c]), b.op("Mul", [q2, s])]), b.op("Add", [b.op("Mul", [q2, c]), b.op("Mul", [q1, s])])], axis=3)
     grouped = b.op("Reshape", [rotated, b.const(np.array([1, kv_heads, heads // kv_heads, -1, head_dim], np.int64))])
     keys = b.op("Unsqueeze", [b.op("Transpose", [gqa.output[1]], perm=[0, 1, 3, 2]), axis2])  # [1, KV, 1, Dh, T]
     scores = b.op("Mul", [b.op("MatMul", [grouped, keys]), b.const(np.array(scale or 1.0 / np.sqrt(head_dim), np.float32))])
@@ -379,6 +417,9 @@ def insert_token_pruning(model: onnx.ModelProto, layers: Mapping[int, float], we
             pruned_before = False
         if lengths is not None:
             gqa.input[5], gqa.input[6] = lengths
+        if pos != positions and any(r < 1.0 for lay, r in layers.items() if lay < layer):
+            _explicit_rotary(g, gqa, layer)  # gathered positions: GroupQueryAttention's own rotary would not read them
+            g.refresh()
         if layer not in layers:
             continue
         pruned_before = True
