@@ -17,6 +17,10 @@ from edgecompile.errors import InputError
 from edgecompile.config.target import Strict, Target, load_target
 from edgecompile.plan.rules import PrecisionRule
 
+# Backends whose decoder executes a token-pruning schedule: the fused ORT CPU graph (prune steps
+# inside it) and the static HTP graphs (segments with host-side prune steps between them).
+PRUNING_BACKENDS = ("ort-cpu", "qnn")
+
 
 class Calibration(Strict):
     """How activation ranges are measured."""
@@ -323,7 +327,7 @@ class Recipe(Strict):
         return value
     backend_options: dict[str, Any] = Field(default_factory=dict)
     opset: int = Field(default=18, ge=17, le=23)
-    token_pruning: TokenPruning | None = None  # QUOTA visual-token pruning in the decoder (generative VLMs, ORT CPU)
+    token_pruning: TokenPruning | None = None  # QUOTA visual-token pruning in the decoder (generative VLMs, ORT CPU and QNN)
 
 
 class ResolvedRecipe(Strict):
@@ -461,6 +465,6 @@ def load_recipe(path: Path, targets_dir: Path | None = None) -> ResolvedRecipe:
     _check_shadowed_rules(recipe, path)
     _check_calibration_set(recipe, path)
     _check_eval_set(recipe, path)
-    if recipe.token_pruning is not None and target.backend != "ort-cpu":
-        raise error_at(path, ("token_pruning",), f"token pruning runs inside the ONNX Runtime CPU decoder only (backend ort-cpu); target '{target.name}' builds for backend '{target.backend}'")
+    if recipe.token_pruning is not None and target.backend not in PRUNING_BACKENDS:
+        raise error_at(path, ("token_pruning",), f"token pruning runs in the ONNX Runtime CPU decoder (backend ort-cpu) and the static HTP decoder (backend qnn) only; target '{target.name}' builds for backend '{target.backend}'")
     return ResolvedRecipe(recipe=recipe, target=target, recipe_path=str(path.resolve()), target_path=str(target_file.resolve()))

@@ -39,6 +39,11 @@ ROTARY_FILE = "rotary.npz"
 GRAPH_FILES = {PREFILL: "prefill.htp_ctx.onnx", DECODE: "decode.htp_ctx.onnx"}
 
 
+def graph_files(layout: StaticLayout) -> dict[str, str]:
+    """kind -> EPContext file: prefill and decode, plus one per pruned prefill segment (``prefill_1.htp_ctx.onnx``...)."""
+    return {kind: GRAPH_FILES.get(kind, f"{kind}.htp_ctx.onnx") for kind in layout.kinds()}
+
+
 def embedding_table(path: Path) -> np.ndarray:
     """The [vocab, hidden] table of the exported embed_tokens graph (the data input of its Gather)."""
     model = onnx.load(str(path))
@@ -59,6 +64,10 @@ def build_generative(inputs: Any, options: Any, settings: Any, ep_options: dict[
     loaded = inputs.adapter.load(inputs.model_dir)
     text = text_config_check(loaded.config, str(inputs.model_dir / "config.json"))
     layout = layout_for(text, options.context_length, options.prefill_chunk, options.attention_mask_value)
+    if inputs.token_pruning is not None:  # seed 003 on HTP: prefill segments between the prune layers (static_pruning.py)
+        layout = layout.with_pruning(inputs.token_pruning, inputs.recipe.token_pruning.residual_bits)
+    image_token_id = inputs.adapter.generation_spec(loaded.config).image_token_id
+    files = graph_files(layout)
     table = embedding_table(inputs.exported["embed_tokens"])
     np.save(inputs.out_dir / EMBED_FILE, table)
     decoder_dir = inputs.out_dir / DECODER_DIR
@@ -71,34 +80,46 @@ def build_generative(inputs: Any, options: Any, settings: Any, ep_options: dict[
         export_s = time.perf_counter() - started
         rotary = np.load(paths["rotary"])
         np.savez(decoder_dir / ROTARY_FILE, cos=rotary["cos"], sin=rotary["sin"])
-        floats = {k: ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]) for k in (PREFILL, DECODE)}
+        floats = {k: ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]) for k in layout.kinds()}
         float_run = _session_run(floats)
         runner = StaticDecoderRunner(layout, rotary["cos"], rotary["sin"], float_run)
-        feeds: dict[str, list[dict[str, np.ndarray]]] = {PREFILL: [], DECODE: []}
-        for kind, static in decode_calibration_feeds(runner, iter(inputs.calibration_feeds("decoder")), table, options.decoder_calibration_steps):
+        feeds: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in layout.kinds()}
+        prompts = iter(inputs.calibration_feeds("decoder"))
+        if layout.prune_layers:  # each segment is calibrated on the pruned sequences it will see
+            prompts = _with_visual_mask(prompts, inputs.calibration_feeds("embed_tokens"), image_token_id)
+        for kind, static in decode_calibration_feeds(runner, prompts, table, options.decoder_calibration_steps):
             feeds[kind].append(static)
         del floats
         if not feeds[PREFILL]:
             raise InputError(f"recipes/{inputs.recipe.name}.yaml: calibration: no sample gave a decoder prompt (the decoder is calibrated on image + question samples)")
-        for kind in (PREFILL, DECODE):
+        for kind in layout.kinds():
             model = onnx.load(str(paths[kind]))
             name = f"decoder_{kind}"
-            summaries[name] = compile_component(model, layout.input_shapes(kind), iter(feeds[kind]), name, inputs, options, settings, ep_options, decoder=True, ctx_path=decoder_dir / GRAPH_FILES[kind])
+            summaries[name] = compile_component(model, layout.input_shapes(kind), iter(feeds[kind]), name, inputs, options, settings, ep_options, decoder=True, ctx_path=decoder_dir / files[kind])
             summaries[name]["calibration_feeds"] = len(feeds[kind])
+    pruned = (f"; visual-token pruning after layers {list(layout.prune_layers)} (keep {[round(r, 4) for r in layout.prune_keep]} of {layout.image_tokens} image tokens): "
+              f"prefill segments {', '.join(files[k] for k in layout.prefill_kinds())} of {[layout.tokens(k) for k in layout.prefill_kinds()]} tokens, the prune steps scored on the host between them") if layout.prune_layers else ""
     record = {
         "layout": layout.to_json(),
-        "files": {"decoder_dir": DECODER_DIR, "graphs": GRAPH_FILES, "rotary": ROTARY_FILE, "embedding": EMBED_FILE},
+        "files": {"decoder_dir": DECODER_DIR, "graphs": files, "rotary": ROTARY_FILE, "embedding": EMBED_FILE},
         "decoder_weight_type": options.decoder_weight_type,
-        "weight_sharing": "none: two EPContext binaries (prefill, decode), each with its own copy of the decoder weights; a shared context (ep.share_ep_contexts) compiles but the x86-64 HTP emulator cannot load it (QNN_COMMON_ERROR_NOT_SUPPORTED)",
+        "weight_sharing": ("none: the prefill graph(s) and the decode graph each hold a copy of the decoder weights (pruned prefill segments split the layers, so together they hold one); "
+                           "a shared context (ep.share_ep_contexts) compiles but the x86-64 HTP emulator cannot load it (QNN_COMMON_ERROR_NOT_SUPPORTED)"),
         "export_s": export_s,
         "build_s": time.perf_counter() - started,
         "note": (
             f"decoder: static-shape HTP graphs, context {layout.context} tokens, prefill chunk {layout.chunk}, KV cache [1, {layout.kv_heads}, slots, {layout.head_dim}] per layer "
             f"as graph inputs with an additive attention bias and host-side rotary rows; two EPContext binaries (decoder.htp/{GRAPH_FILES[PREFILL]}, {GRAPH_FILES[DECODE]}); "
-            f"decoder weights {options.decoder_weight_type} per channel; embed_tokens is a host-side Gather over the float table ({EMBED_FILE})"
+            f"decoder weights {options.decoder_weight_type} per channel; embed_tokens is a host-side Gather over the float table ({EMBED_FILE}){pruned}"
         ),
     }
     return {"embed_tokens": EMBED_FILE, "decoder": DECODER_DIR}, summaries, record
+
+
+def _with_visual_mask(prompts: Any, ids: Any, image_token_id: int) -> Any:
+    """The decoder's calibration prompts with their image-token mask (both streams skip the same samples)."""
+    for feeds, embed in zip(prompts, ids, strict=True):
+        yield {**feeds, "visual_token_mask": (np.asarray(embed["input_ids"]) == image_token_id).astype(np.int64)}
 
 
 def _session_run(sessions: dict[str, Any]) -> Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
