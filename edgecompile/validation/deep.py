@@ -38,7 +38,9 @@ def recorder_for(comparison: Any) -> ReferenceRecorder:
 
 
 def save_reference(recorder: ReferenceRecorder, out: Path) -> None:
+    """Write the reference and let its arrays go: the comparison and attribution read them from disk."""
     recorder.save(out / REFERENCE_DIR)
+    recorder.release()
 
 
 def compare_candidate(c: Any, out: Path, final: Path, run: ComponentRunner, artifact_dir: Path, artifact: Artifact) -> dict[str, Any]:
@@ -110,7 +112,7 @@ def extra_gates(c: Any, out: Path, recorder: ReferenceRecorder) -> list[GateResu
     """Comparison gates (when the recipe asks for them); outputs never compared fail. ``c``: ComparisonSettings."""
     if not c.gates:
         return []
-    expected = {comp: list(outs[0]) for comp, outs in recorder.outputs.items() if outs}
+    expected = recorder.output_names()
     path = out / COMPARISON_FILE
     result = json.loads(path.read_text()) if path.is_file() else {"components": {}}
     return comparison_gates(result, c, expected)

@@ -28,24 +28,51 @@ CANDIDATE_RUNNER = "candidate"
 _STATS = ("max", "mean", "median")
 
 
+# Bytes of feeds + outputs one component's saved reference may hold. A real-size decoder's prefill
+# returns logits for every prompt position (600 tokens x 152k vocabulary: 365 MB); held through both
+# evaluations, base64-encoded by save_json and loaded again beside the candidate's sessions, that one
+# call was validate's largest object. Calls over the budget are left out of the reference (counted in
+# ``skipped``) and the comparison runs on the ones that fit (e.g. the decode steps); the first-token
+# logits are still compared by validate's drift metrics.
+MAX_REFERENCE_BYTES = 128 * 2**20
+
+
 @dataclass
 class ReferenceRecorder:
-    """Wraps a component runner and keeps the first ``max_iterations`` calls of every component."""
+    """Wraps a component runner and keeps the first ``max_iterations`` calls of every component that fit ``max_bytes``."""
 
     max_iterations: int = 8
+    max_bytes: int = MAX_REFERENCE_BYTES
     feeds: dict[str, list[Feeds]] = field(default_factory=dict)
     outputs: dict[str, list[Outputs]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    names: dict[str, list[str]] = field(default_factory=dict)
 
     def wrap(self, run: ComponentRunner) -> ComponentRunner:
         def recorded(component: str, feeds: Feeds) -> Outputs:
             out = run(component, feeds)
             kept = self.feeds.setdefault(component, [])
             if len(kept) < self.max_iterations:
+                size = sum(np.asarray(v).nbytes for v in (*feeds.values(), *out.values()))
+                if self.held.get(component, 0) + size > self.max_bytes:
+                    self.skipped[component] = self.skipped.get(component, 0) + 1
+                    return out
+                self.held[component] = self.held.get(component, 0) + size
                 kept.append({k: np.array(v) for k, v in feeds.items()})
                 self.outputs.setdefault(component, []).append({k: np.array(v) for k, v in out.items()})
             return out
 
         return recorded
+
+    def output_names(self) -> dict[str, list[str]]:
+        """component -> the outputs its recorded calls returned (what the comparison gates expect)."""
+        return dict(self.names) if self.names else {c: list(outs[0]) for c, outs in self.outputs.items() if outs}
+
+    def release(self) -> None:
+        """Drop the recorded arrays once saved (the comparison reads them back from disk), keeping the output names."""
+        self.names = self.output_names()
+        self.feeds, self.outputs = {}, {}
 
     def save(self, directory: Path) -> dict[str, dict[str, str]]:
         """Write ``<component>.inputs.json`` and ``<component>.outputs.json`` (Polygraphy formats)."""
@@ -54,7 +81,13 @@ class ReferenceRecorder:
 
         directory.mkdir(parents=True, exist_ok=True)
         files: dict[str, dict[str, str]] = {}
+        if self.skipped:
+            import json
+
+            (directory / "skipped.json").write_text(json.dumps({"max_bytes": self.max_bytes, "calls_over_budget": self.skipped}, indent=2))
         for component, feeds in self.feeds.items():
+            if not feeds:
+                continue
             inputs_file, outputs_file = f"{component}.inputs.json", f"{component}.outputs.json"
             results = RunResults()
             results.add([IterationResult(o, runner_name=REFERENCE_RUNNER) for o in self.outputs[component]], runner_name=REFERENCE_RUNNER)
@@ -148,6 +181,11 @@ def compare_with_reference(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"components": {}, "commands": {}}
+    skipped = reference_dir / "skipped.json"
+    if skipped.is_file():
+        import json
+
+        result["reference_calls_over_budget"] = json.loads(skipped.read_text())
     for component, model in components.items():
         if not (reference_dir / f"{component}.inputs.json").is_file():
             continue

@@ -51,6 +51,21 @@ def test_recorder_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(results["fp32-reference"][1]["y"]), np.full((2, 3), 2.0, dtype=np.float32))
 
 
+def test_recorder_leaves_out_calls_over_its_byte_budget(tmp_path: Path) -> None:
+    """A prefill-sized call (here 4 KiB against a 3 KiB budget) is skipped and counted; the small calls after it are kept."""
+    recorder = ReferenceRecorder(max_iterations=4, max_bytes=3 * 1024)
+    run = recorder.wrap(lambda c, f: {"y": f["x"] * 2.0})
+    big = run("comp", {"x": np.ones((1, 512), np.float32)})  # 2 KiB in + 2 KiB out
+    assert big["y"].shape == (1, 512)  # the caller still gets it
+    for i in range(3):
+        run("comp", {"x": np.full((1, 64), float(i), np.float32)})  # 512 B per call
+    assert recorder.skipped == {"comp": 1} and len(recorder.feeds["comp"]) == 3 and recorder.held["comp"] == 3 * 512
+    recorder.save(tmp_path)
+    feeds, _ = load_reference(tmp_path, "comp")
+    assert [f["x"].shape for f in feeds] == [(1, 64)] * 3
+    assert json.loads((tmp_path / "skipped.json").read_text())["calls_over_budget"] == {"comp": 1}
+
+
 def test_comparison_thresholds_per_output(built: Path, tmp_path: Path) -> None:
     run, files = _candidate(built)
     ref = built / "validate" / "reference"

@@ -352,7 +352,7 @@ class StaticDecoderRunner:
             # One token, a pruned layout, or a cache too full for the prefill graph's L - C slots: the decode graph.
             kind = DECODE if total - start == 1 or lay.prune_layers or done[0] > lay.past_slots(PREFILL) else PREFILL
             count = min(lay.tokens(kind), total - start)
-            out = self._step(kind, embeds[:, start : start + count], positions[start : start + count], past, done)
+            out = self.step(kind, embeds[:, start : start + count], positions[start : start + count], past, done)
             logits.append(out["logits"][:, :count])
             for p, n in zip(lay.past_names(), lay.new_names(), strict=True):
                 past[p] = np.concatenate([past[p], out[n][:, :, :count]], axis=2)
@@ -397,8 +397,6 @@ class StaticDecoderRunner:
         if self.record is not None:
             self.record(kind, static)
         return self.run_graph(kind, static)
-
-    _step = step
 
 
 def decode_calibration_feeds(runner: StaticDecoderRunner, prefill_feeds: Iterator[dict[str, np.ndarray]], embedding: np.ndarray, steps: int) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
