@@ -11,6 +11,7 @@ thresholds per output from the recipe's ``comparison`` section, and the ``Accura
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ class ReferenceRecorder:
         def recorded(component: str, feeds: Feeds) -> Outputs:
             out = run(component, feeds)
             kept = self.feeds.setdefault(component, [])
-            if len(kept) < self.max_iterations:
+            if len(kept) < self.max_iterations and not self.names:  # nothing is recorded after release()
                 size = sum(np.asarray(v).nbytes for v in (*feeds.values(), *out.values()))
                 if self.held.get(component, 0) + size > self.max_bytes:
                     self.skipped[component] = self.skipped.get(component, 0) + 1
@@ -82,8 +83,6 @@ class ReferenceRecorder:
         directory.mkdir(parents=True, exist_ok=True)
         files: dict[str, dict[str, str]] = {}
         if self.skipped:
-            import json
-
             (directory / "skipped.json").write_text(json.dumps({"max_bytes": self.max_bytes, "calls_over_budget": self.skipped}, indent=2))
         for component, feeds in self.feeds.items():
             if not feeds:
@@ -183,8 +182,6 @@ def compare_with_reference(
     result: dict[str, Any] = {"components": {}, "commands": {}}
     skipped = reference_dir / "skipped.json"
     if skipped.is_file():
-        import json
-
         result["reference_calls_over_budget"] = json.loads(skipped.read_text())
     for component, model in components.items():
         if not (reference_dir / f"{component}.inputs.json").is_file():
