@@ -31,6 +31,24 @@ def _has_external(model: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def graph_structure(path: Path) -> onnx.ModelProto:
+    """The graph at ``path`` with every initializer's bytes cleared (names, types and dims kept).
+
+    For readers of names and shapes only (the annotate stage's roles and rules): a graph under 2 GiB
+    holds its weights inline, and loading every component's whole protobuf at once held them all
+    (+1.5 GB on the 0.5 B LLaVA proxy); cleared one graph at a time, the peak is one graph's load.
+    Not a runnable or checkable model: sessions and savers need the real file.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for name in _DATA_FIELDS:
+            tensor.ClearField(name)
+    return model
+
+
 class WeightlessGraph:
     """A graph whose weights live in files on disk; sessions over it expose chosen tensors."""
 
