@@ -50,13 +50,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgecompile.backends.qnn.static_pruning import PROBS, STREAM, first_chunk, pruned_prefill
 from edgecompile.errors import InputError
 
 # Text models whose HF decoder layers take (hidden, attention_mask, position_embeddings, cache)
 # and whose model holds ``layers``, ``norm`` and ``rotary_emb``: the static wrapper drives them as is.
 SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2", "qwen3")
 PREFILL, DECODE = "prefill", "decode"
-HIDDEN, STREAM, PROBS = "hidden_states", "residual_stream", "attention_probs"  # segment input; segment outputs
+HIDDEN = "hidden_states"  # a later prefill segment's input (its outputs: static_pruning.STREAM, PROBS)
 
 
 @dataclass(frozen=True)
@@ -335,8 +336,6 @@ class StaticDecoderRunner:
         logits = []
         start = 0
         if lay.prune_layers and done[0] == 0 and total > 1:
-            from edgecompile.backends.qnn.static_pruning import first_chunk, pruned_prefill
-
             visual = np.asarray(feeds.get("visual_token_mask", np.zeros((1, total), np.int64))).reshape(-1)
             if visual.size != total:
                 visual = np.zeros(total, np.int64)  # the zeros default of a caller unaware of pruning

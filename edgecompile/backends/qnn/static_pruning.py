@@ -24,6 +24,9 @@ import numpy as np
 
 from edgecompile.errors import InputError
 
+# The outputs a non-final prefill segment returns (static_decoder.py's graphs), read by the prune step.
+STREAM, PROBS = "residual_stream", "attention_probs"
+
 
 def first_chunk(layout: Any, visual: np.ndarray) -> int:
     """Tokens of the prompt the pruned prefill chain takes (the rest go through the decode graph).
@@ -44,7 +47,6 @@ def pruned_prefill(runner: Any, embeds: np.ndarray, positions: np.ndarray, visua
     visual ones), in prompt order; ``new_*_i`` holds layer i's keys/values of exactly the tokens
     that layer saw. The kept positions index the prompt (0-based), ascending.
     """
-    from edgecompile.backends.qnn.static_decoder import PROBS, STREAM
     from edgecompile.pruning.allocation import KeepSchedule
     from edgecompile.pruning.score import composite_scores, kept_positions, select_tokens
 
