@@ -23,6 +23,7 @@ from edgecompile.backends.ort_cpu.token_pruning import VISUAL_MASK
 from edgecompile.pruning.allocation import KeepSchedule
 from edgecompile.runtime.onnx_cpu import cpu_session
 from tests.backends.conftest import write_recipe
+from tests.backends.test_token_pruning import _prompt  # the same 4-layer shapes and visual run
 
 LAYERS, HIDDEN, HEAD_DIM, KV_HEADS, CONTEXT, CHUNK = 4, 64, 16, 2, 96, 64
 SCHEDULE = {0: 0.5, 2: 0.25}
@@ -73,19 +74,6 @@ def _chain(model: torch.nn.Module, schedule: dict[int, float], out: Path):  # no
 @pytest.fixture(scope="module")
 def chain(llama, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
     return _chain(llama[0], SCHEDULE, tmp_path_factory.mktemp("segments"))
-
-
-def _prompt(seed: int, length: int = 48, visual: tuple[int, int] = (4, 36)) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((1, length), np.int64)
-    mask[0, visual[0] : visual[1]] = 1
-    return {
-        "inputs_embeds": rng.standard_normal((1, length, HIDDEN)).astype(np.float32),
-        "attention_mask": np.ones((1, length), np.int64),
-        "position_ids": np.arange(length, dtype=np.int64)[None],
-        VISUAL_MASK: mask,
-        **{f"past_{kv}_{i}": np.zeros((1, KV_HEADS, 0, HEAD_DIM), np.float32) for i in range(LAYERS) for kv in ("key", "value")},
-    }
 
 
 def _ort_pruned(fused: onnx.ModelProto, schedule: dict[int, float]):  # noqa: ANN202
